@@ -1,0 +1,65 @@
+# Config validation, lane resolution and the helpers every rule uses.
+import json
+import sys
+from pathlib import Path
+
+from workflow_scripts.config import ConfigError, chain_dir, kd_teacher, load_plan
+
+_config_file = (list(workflow.overwrite_configfiles) or ["config/config.yaml"])[-1]
+try:
+    PLAN = load_plan(config, _config_file)
+except ConfigError as e:
+    # One clear line and no traceback, before any job is scheduled.
+    print(f"config error: {e}", file=sys.stderr)
+    sys.exit(1)
+
+CFG = PLAN.config
+RESULTS = Path(CFG["results"])
+MODELS = RESULTS / "models"
+DATA = RESULTS / "data"
+METRICS = RESULTS / "metrics"
+LOGS = RESULTS / "logs"
+BENCH = RESULTS / "benchmarks"
+SERVE_PY = CFG["serve"]["python"]
+BENCHMARKS = sorted(CFG["benchmarks"])
+# Every lane evaluated, the base model included (it is the Score's reference).
+EVAL_LANES = {"base": [], **PLAN.lanes}
+
+wildcard_constraints:
+    parent=r"base(\.[a-z0-9_]+)*",
+    lane=r"[a-z0-9_]+",
+
+
+def recipes_re(step):
+    """A wildcard regex matching exactly the recipes of one step kind."""
+    names = PLAN.recipes_of(step)
+    return "|".join(names) if names else "(?!x)x"
+
+
+def recipe_json(wildcards):
+    """A recipe's parameters as a rule param: editing the recipe makes its jobs stale."""
+    return json.dumps(PLAN.recipe_params(wildcards.recipe), sort_keys=True)
+
+
+def lane_model(lane):
+    return MODELS / chain_dir(EVAL_LANES[lane])
+
+
+def res(rule_name, key):
+    table = CFG["resources"]
+    return table.get(rule_name, {}).get(key, table["default"].get(key))
+
+
+def rule_resources(rule_name):
+    """threads / mem_mb / runtime / gpu for a rule, from config `resources:`."""
+    return dict(
+        mem_mb=res(rule_name, "mem_mb"),
+        runtime=res(rule_name, "runtime"),
+        gpu=res(rule_name, "gpu") or 0,
+    )
+
+
+# Environment every python stage runs with.
+STAGE_ENV = "PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false"  # Snakemake sets OMP_NUM_THREADS
+PY = f"{STAGE_ENV} {sys.executable} -m workflow_scripts"
+SERVE = f"{STAGE_ENV} {SERVE_PY} -m workflow_scripts"

@@ -1,0 +1,19 @@
+# Data preparation: SFT/KD train+val, calibration, and every benchmark as normalized JSONL
+# (schema: docs/data.md). The demo's generator writes its raw files first.
+
+rule prepare_data:
+    output:
+        train=DATA / "sft_train.jsonl",
+        val=DATA / "sft_val.jsonl",
+        calib=DATA / "calib.jsonl",
+        corpus=DATA / "corpus.txt",
+        bench=expand(DATA / "bench" / "{bench}.jsonl", bench=BENCHMARKS),
+    params:
+        spec=json.dumps({"data": CFG["data"], "benchmarks": CFG["benchmarks"],
+                         "seed": CFG["compute"]["seed"]}, sort_keys=True),
+    threads: res("prepare_data", "threads")
+    resources: **rule_resources("prepare_data")
+    log: LOGS / "prepare_data.log"
+    benchmark: BENCH / "prepare_data.tsv"
+    shell:
+        "{PY}.data --spec {params.spec:q} --out {DATA} 2>&1 | tee {log}"

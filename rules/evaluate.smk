@@ -1,0 +1,21 @@
+# Evaluation in the serve env with vLLM, as the contest server does: one model per process,
+# chat template, greedy, sec/token over the benchmark generations plus a micro-benchmark.
+
+rule evaluate:
+    input:
+        model=lambda w: lane_model(w.lane),
+        bench=expand(DATA / "bench" / "{bench}.jsonl", bench=BENCHMARKS),
+    output:
+        metrics=METRICS / "{lane}.json",
+        details=METRICS / "{lane}.items.jsonl",
+    params:
+        spec=json.dumps({k: CFG.get(k) for k in ("benchmarks", "serve", "speed", "judge")}, sort_keys=True),
+        chain=lambda w: json.dumps(EVAL_LANES[w.lane]),
+    threads: res("evaluate", "threads")
+    resources: **rule_resources("evaluate")
+    log: LOGS / "evaluate" / "{lane}.log"
+    benchmark: BENCH / "evaluate" / "{lane}.tsv"
+    shell:
+        "{SERVE}.evaluate --model {input.model} --lane {wildcards.lane} --chain {params.chain:q} "
+        "--bench-dir {DATA}/bench --spec {params.spec:q} --out {output.metrics} "
+        "--items {output.details} 2>&1 | tee {log}"

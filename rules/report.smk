@@ -1,0 +1,34 @@
+# Score every lane against the base, rank, plot, and package the top k as submissions.
+
+rule summary:
+    input:
+        metrics=expand(METRICS / "{lane}.json", lane=EVAL_LANES),
+    output:
+        csv=report(RESULTS / "summary.csv", category="Summary"),
+        md=RESULTS / "summary.md",
+        plot=report(RESULTS / "pareto.png", category="Summary"),
+    params:
+        lanes=json.dumps(EVAL_LANES),
+        spec=json.dumps({k: CFG.get(k) for k in ("benchmarks", "speed")}, sort_keys=True),
+    threads: res("report", "threads")
+    resources: **rule_resources("report")
+    log: LOGS / "summary.log"
+    shell:
+        "{PY}.report --metrics-dir {METRICS} --lanes {params.lanes:q} --spec {params.spec:q} "
+        "--logs-dir {LOGS} --bench-dir {BENCH} --out-dir {RESULTS} 2>&1 | tee {log}"
+
+
+rule package:
+    input:
+        summary=RESULTS / "summary.csv",
+        models=[lane_model(lane) for lane in PLAN.lanes],
+    output:
+        directory(RESULTS / "submissions"),
+    params:
+        spec=json.dumps({k: CFG.get(k) for k in ("package", "serve")}, sort_keys=True),
+    threads: res("package", "threads")
+    resources: **rule_resources("package")
+    log: LOGS / "package.log"
+    shell:
+        "{PY}.package --summary {input.summary} --models-dir {MODELS} --spec {params.spec:q} "
+        "--out {output} 2>&1 | tee {log}"

@@ -1,0 +1,80 @@
+# Training steps: LoRA SFT, norms-only post-SFT of a quantized model, layer pruning, KD.
+
+rule sft:
+    input:
+        model=MODELS / "{parent}",
+        train=DATA / "sft_train.jsonl",
+        val=DATA / "sft_val.jsonl",
+    output:
+        directory(MODELS / "{parent}.{recipe}"),
+    wildcard_constraints:
+        recipe=recipes_re("sft"),
+    params:
+        recipe=recipe_json,
+    threads: res("sft", "threads")
+    resources: **rule_resources("sft")
+    log: LOGS / "sft" / "{parent}.{recipe}.log"
+    benchmark: BENCH / "sft" / "{parent}.{recipe}.tsv"
+    shell:
+        "{PY}.sft --model {input.model} --train {input.train} --val {input.val} "
+        "--recipe {params.recipe:q} --out {output} 2>&1 | tee {log}"
+
+
+rule post_sft:
+    input:
+        model=MODELS / "{parent}",
+        train=DATA / "sft_train.jsonl",
+        val=DATA / "sft_val.jsonl",
+    output:
+        directory(MODELS / "{parent}.{recipe}"),
+    wildcard_constraints:
+        recipe=recipes_re("post_sft"),
+    params:
+        recipe=recipe_json,
+    threads: res("post_sft", "threads")
+    resources: **rule_resources("post_sft")
+    log: LOGS / "post_sft" / "{parent}.{recipe}.log"
+    benchmark: BENCH / "post_sft" / "{parent}.{recipe}.tsv"
+    shell:
+        "{PY}.post_sft --model {input.model} --train {input.train} --val {input.val} "
+        "--recipe {params.recipe:q} --out {output} 2>&1 | tee {log}"
+
+
+rule prune:
+    input:
+        model=MODELS / "{parent}",
+        calib=DATA / "calib.jsonl",
+    output:
+        directory(MODELS / "{parent}.{recipe}"),
+    wildcard_constraints:
+        recipe=recipes_re("prune"),
+    params:
+        recipe=recipe_json,
+    threads: res("prune", "threads")
+    resources: **rule_resources("prune")
+    log: LOGS / "prune" / "{parent}.{recipe}.log"
+    benchmark: BENCH / "prune" / "{parent}.{recipe}.tsv"
+    shell:
+        "{PY}.prune --model {input.model} --calib {input.calib} --recipe {params.recipe:q} "
+        "--out {output} 2>&1 | tee {log}"
+
+
+rule kd:
+    input:
+        student=MODELS / "{parent}",
+        teacher=lambda w: MODELS / kd_teacher(w.parent),
+        train=DATA / "sft_train.jsonl",
+        val=DATA / "sft_val.jsonl",
+    output:
+        directory(MODELS / "{parent}.{recipe}"),
+    wildcard_constraints:
+        recipe=recipes_re("kd"),
+    params:
+        recipe=recipe_json,
+    threads: res("kd", "threads")
+    resources: **rule_resources("kd")
+    log: LOGS / "kd" / "{parent}.{recipe}.log"
+    benchmark: BENCH / "kd" / "{parent}.{recipe}.tsv"
+    shell:
+        "{PY}.kd --student {input.student} --teacher {input.teacher} --train {input.train} "
+        "--val {input.val} --recipe {params.recipe:q} --out {output} 2>&1 | tee {log}"

@@ -1,0 +1,54 @@
+"""Shared fixtures: a tiny EXAONE-shaped model and small prepared data, built once per session."""
+import json
+import os
+import random
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from workflow_scripts import base  # noqa: E402
+
+TINY_ARCH = dict(num_hidden_layers=4, hidden_size=128, intermediate_size=256,
+                 num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512)
+
+
+def _conversations(n, seed):
+    rng = random.Random(seed)
+    cities = ["서울", "부산", "대구", "인천", "광주", "대전", "울산", "수원"]
+    colors = ["빨강", "파랑", "초록", "노랑", "보라", "검정"]
+    rows = []
+    for i in range(n):
+        c, k = rng.choice(cities), rng.choice(colors)
+        rows.append({"id": f"t{seed}-{i}", "messages": [
+            {"role": "user", "content": f"{c}의 상징색은 무엇인가요? What is the color of {c}?"},
+            {"role": "assistant", "content": f"{c}의 상징색은 {k}입니다. The color is {k}."},
+        ]})
+    return rows
+
+
+@pytest.fixture(scope="session")
+def tiny_data_dir(tmp_path_factory):
+    """sft_train / sft_val / calib JSONL in the prepared-data schema (docs/data.md)."""
+    d = tmp_path_factory.mktemp("data")
+    for name, n, seed in [("sft_train", 64, 1), ("sft_val", 16, 2), ("calib", 16, 3)]:
+        with open(d / f"{name}.jsonl", "w") as f:
+            for row in _conversations(n, seed):
+                f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    return d
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, tiny_data_dir):
+    """A randomly initialised 4-layer Exaone4ForCausalLM (hidden 128) with its BPE tokenizer."""
+    out = tmp_path_factory.mktemp("models") / "base"
+    texts = [m["content"] for line in open(tiny_data_dir / "sft_train.jsonl")
+             for m in json.loads(line)["messages"]]
+    tok = base.train_tokenizer(texts, vocab_size=512)
+    model = base.build_model(tok, TINY_ARCH)
+    base.save(model, tok, out)
+    return out

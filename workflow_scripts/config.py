@@ -1,0 +1,239 @@
+"""Load, validate and cross-check the workflow config and the lanes file.
+
+Used by rules/common.smk at parse time (so bad input fails before any job runs) and by the
+tests. Every problem becomes one ConfigError line: the file, the key, what was expected.
+
+    python -m workflow_scripts.config config/demo.yaml      # check a config, list its lanes
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import jsonschema
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+SCHEMAS = REPO / "config" / "schemas"
+BASE = "base"  # the chain of no steps, and the reserved lane name of the base model
+
+# What each step kind needs in its recipe, and the values some keys may take.
+STEP_REQUIRED = {
+    "quantize": ["scheme", "method"],
+    "sft": ["lora_r", "lora_alpha", "target_modules", "learning_rate", "max_steps"],
+    "post_sft": ["learning_rate", "max_steps"],
+    "prune": ["keep_layers"],
+    "kd": ["temperature", "kl_weight", "ce_weight", "learning_rate", "max_steps"],
+}
+STEP_CHOICES = {
+    ("quantize", "scheme"): ["W4A16", "W8A16", "W8A8", "FP8", "FP8_DYNAMIC"],
+    ("quantize", "method"): ["gptq", "minmax"],
+    ("prune", "metric"): ["block_influence", "angular"],
+}
+# Schemes whose activations are static and need calibration data (FP8_DYNAMIC needs none).
+UNCALIBRATED_SCHEMES = {"FP8_DYNAMIC"}
+
+
+class ConfigError(Exception):
+    """One line: '<file>: <key>: <what was expected>'."""
+
+    def __init__(self, file, key, expected):
+        super().__init__(f"{file}: {key}: {expected}")
+
+
+@dataclass
+class Plan:
+    """The resolved config: recipes with overrides applied, and the selected lanes."""
+
+    config: dict
+    recipes: dict  # name -> {"step": ..., params...}
+    lanes: dict  # lane name -> list of recipe names (selected lanes only)
+    all_lanes: dict  # every lane in the lanes file
+
+    def recipes_of(self, step):
+        return sorted(n for n, r in self.recipes.items() if r["step"] == step)
+
+    def recipe_params(self, name):
+        return {k: v for k, v in self.recipes[name].items() if k != "step"}
+
+
+def chain_dir(chain) -> str:
+    """['sft', 'gptq_w4a16'] -> 'base.sft.gptq_w4a16' (a folder under results/models)."""
+    return ".".join([BASE, *chain])
+
+
+def split_chain(name: str) -> list:
+    """'base.sft.gptq_w4a16' -> ['sft', 'gptq_w4a16']."""
+    parts = name.split(".")
+    if parts[0] != BASE:
+        raise ValueError(f"model name {name!r} does not start with {BASE!r}")
+    return parts[1:]
+
+
+def kd_teacher(parent: str) -> str:
+    """The teacher of a kd step applied to `parent`: the model before the prune step that
+    made `parent` (base.prune28 -> base)."""
+    chain = split_chain(parent)
+    return chain_dir(chain[:-1])
+
+
+def _schema_error(file, err: jsonschema.ValidationError):
+    key = ".".join(str(p) for p in err.absolute_path) or "(top level)"
+    return ConfigError(file, key, err.message)
+
+
+def validate(doc: dict, schema_name: str, file):
+    """Validate with snakemake.utils.validate (which also fills schema defaults)."""
+    from snakemake.exceptions import WorkflowError
+    from snakemake.utils import validate as sm_validate
+
+    try:
+        sm_validate(doc, str(SCHEMAS / schema_name))
+    except WorkflowError as e:
+        cause = next((a for a in e.args if isinstance(a, jsonschema.ValidationError)), None)
+        if cause is None:
+            raise ConfigError(file, "(schema)", str(e).splitlines()[0]) from None
+        # Report the most specific failure, not the first of a oneOf's alternatives.
+        raise _schema_error(file, jsonschema.exceptions.best_match([cause])) from None
+
+
+def _check_recipe(lanes_file, name, recipe):
+    step = recipe["step"]
+    for key in STEP_REQUIRED[step]:
+        if key not in recipe:
+            raise ConfigError(lanes_file, f"recipes.{name}.{key}", f"required for a {step} step")
+    for (s, key), allowed in STEP_CHOICES.items():
+        if s == step and key in recipe and recipe[key] not in allowed:
+            raise ConfigError(lanes_file, f"recipes.{name}.{key}",
+                              f"expected one of {allowed}, got {recipe[key]!r}")
+    if step == "prune" and (not isinstance(recipe["keep_layers"], int) or recipe["keep_layers"] < 2):
+        raise ConfigError(lanes_file, f"recipes.{name}.keep_layers",
+                          f"expected an integer >= 2 (first and last layers are kept), got {recipe['keep_layers']!r}")
+
+
+def _check_chain(lanes_file, lane, chain, recipes, base_layers):
+    layers = base_layers
+    for i, name in enumerate(chain):
+        if name not in recipes:
+            raise ConfigError(lanes_file, f"lanes.{lane}[{i}]",
+                              f"unknown recipe {name!r}; expected one of {sorted(recipes)}")
+        step = recipes[name]["step"]
+        if step == "prune":
+            keep = recipes[name]["keep_layers"]
+            if layers is not None and keep >= layers:
+                raise ConfigError(lanes_file, f"lanes.{lane}[{i}]",
+                                  f"prune recipe {name!r} keeps {keep} layers, expected fewer than "
+                                  f"the {layers} its parent has")
+            layers = keep
+        if step == "kd" and (i == 0 or recipes[chain[i - 1]]["step"] != "prune"):
+            raise ConfigError(lanes_file, f"lanes.{lane}[{i}]",
+                              f"kd recipe {name!r} must follow a prune step (its teacher is the unpruned parent)")
+        if step == "post_sft" and not any(recipes[c]["step"] == "quantize" for c in chain[:i]):
+            raise ConfigError(lanes_file, f"lanes.{lane}[{i}]",
+                              f"post_sft recipe {name!r} must follow a quantize step")
+        if step in ("sft", "prune", "kd") and any(recipes[c]["step"] == "quantize" for c in chain[:i]):
+            raise ConfigError(lanes_file, f"lanes.{lane}[{i}]",
+                              f"{step} recipe {name!r} cannot follow a quantize step "
+                              "(only post_sft trains a quantized model)")
+    if len(set(chain)) != len(chain):
+        raise ConfigError(lanes_file, f"lanes.{lane}", "a recipe appears twice in the chain")
+
+
+# Layers of the real base model, for the prune cross-check when it is not built here.
+KNOWN_BASE_LAYERS = {"LGAI-EXAONE/EXAONE-4.0-1.2B": 30}
+
+
+def base_layers(config):
+    base = config["base"]
+    if base["source"] == "demo":
+        return base["demo"]["num_hidden_layers"]
+    return KNOWN_BASE_LAYERS.get(base.get("hub_id"))
+
+
+def _check_benchmarks(config_file, config):
+    data = config["data"]
+    if data["sft"]["dataset"] == "demo" and not data.get("generate_demo"):
+        raise ConfigError(config_file, "data.sft.dataset",
+                          "'demo' needs data.generate_demo: true (or a hub id / local_file)")
+    for name, bench in config["benchmarks"].items():
+        if not bench.get("dataset") and not bench.get("local_file"):
+            raise ConfigError(config_file, f"benchmarks.{name}", "a dataset or local_file is required")
+        if bench["dataset"] == "demo" and not data.get("generate_demo"):
+            raise ConfigError(config_file, f"benchmarks.{name}.dataset",
+                              "'demo' needs data.generate_demo: true (or a hub id / local_file)")
+        local = bench.get("local_file")
+        if local and not data.get("generate_demo") and not Path(local).exists():
+            raise ConfigError(config_file, f"benchmarks.{name}.local_file", f"file {local} does not exist")
+        if bench["kind"] == "longqa" and "context_tokens" not in bench:
+            raise ConfigError(config_file, f"benchmarks.{name}.context_tokens", "required for a longqa benchmark")
+    base = config["base"]
+    if base["source"] == "demo" and "demo" not in base:
+        raise ConfigError(config_file, "base.demo", "required when base.source is 'demo'")
+    if base["source"] == "hub" and not (base.get("hub_id") or base.get("local_path")):
+        raise ConfigError(config_file, "base.hub_id", "a hub id or base.local_path is required")
+
+
+def load_plan(config: dict, config_file="config") -> Plan:
+    """Validate `config` (a dict, as Snakemake loaded it) and its lanes file; resolve lanes."""
+    config = copy.deepcopy(config)
+    validate(config, "config.schema.yaml", config_file)
+    _check_benchmarks(config_file, config)
+
+    lanes_file = Path(config["lanes_file"])
+    if not lanes_file.is_absolute():
+        lanes_file = REPO / lanes_file
+    try:
+        doc = yaml.safe_load(lanes_file.read_text())
+    except FileNotFoundError:
+        raise ConfigError(config_file, "lanes_file", f"file {lanes_file} does not exist") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(lanes_file, "(yaml)", f"not valid YAML: {str(e).splitlines()[0]}") from None
+    if not isinstance(doc, dict):
+        raise ConfigError(lanes_file, "(top level)", "expected a mapping with recipes: and lanes:")
+    validate(doc, "lanes.schema.yaml", lanes_file)
+
+    recipes = copy.deepcopy(doc["recipes"])
+    for name, override in (config.get("recipe_overrides") or {}).items():
+        if name not in recipes:
+            raise ConfigError(config_file, f"recipe_overrides.{name}",
+                              f"unknown recipe; expected one of {sorted(recipes)}")
+        if "step" in override:
+            raise ConfigError(config_file, f"recipe_overrides.{name}.step", "a step kind cannot be overridden")
+        recipes[name].update(override)
+    for name, recipe in recipes.items():
+        _check_recipe(lanes_file, name, recipe)
+
+    all_lanes = doc["lanes"]
+    layers = base_layers(config)
+    for lane, chain in all_lanes.items():
+        _check_chain(lanes_file, lane, chain, recipes, layers)
+
+    if config["lanes"] == "all":
+        selected = dict(all_lanes)
+    else:
+        unknown = [l for l in config["lanes"] if l not in all_lanes]
+        if unknown:
+            raise ConfigError(config_file, "lanes", f"unknown lane {unknown[0]!r}; expected names from {lanes_file}")
+        selected = {l: all_lanes[l] for l in config["lanes"]}
+    return Plan(config=config, recipes=recipes, lanes=selected, all_lanes=all_lanes)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("configfile")
+    args = ap.parse_args(argv)
+    try:
+        plan = load_plan(yaml.safe_load(Path(args.configfile).read_text()), args.configfile)
+    except ConfigError as e:
+        print(f"config error: {e}", file=sys.stderr)
+        return 1
+    for lane, chain in plan.lanes.items():
+        print(f"{lane:22s} results/models/{chain_dir(chain)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
