@@ -20,7 +20,8 @@ DATA = RESULTS / "data"
 METRICS = RESULTS / "metrics"
 LOGS = RESULTS / "logs"
 BENCH = RESULTS / "benchmarks"
-SERVE_PY = CFG["serve"]["python"]
+# The serve interpreter: a relative path is relative to the repository, not the working directory.
+SERVE_PY = str(Path(workflow.basedir) / CFG["serve"]["python"])
 BENCHMARKS = sorted(CFG["benchmarks"])
 # Every lane evaluated, the base model included (it is the Score's reference).
 EVAL_LANES = {"base": [], **PLAN.lanes}
@@ -60,6 +61,7 @@ def rule_resources(rule_name):
 
 
 # Environment every python stage runs with.
-STAGE_ENV = "PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false"  # Snakemake sets OMP_NUM_THREADS
+# Snakemake sets OMP_NUM_THREADS; PYTHONPATH lets `-m workflow_scripts` import from any --directory.
+STAGE_ENV = f"PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false PYTHONPATH={workflow.basedir}"
 PY = f"{STAGE_ENV} {sys.executable} -m workflow_scripts"
 SERVE = f"{STAGE_ENV} {SERVE_PY} -m workflow_scripts"

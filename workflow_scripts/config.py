@@ -93,8 +93,9 @@ def validate(doc: dict, schema_name: str, file):
     try:
         sm_validate(doc, str(SCHEMAS / schema_name))
     except WorkflowError as e:
-        cause = next((a for a in e.args if isinstance(a, jsonschema.ValidationError)), None)
-        if cause is None:
+        # snakemake keeps the jsonschema error as the exception's context.
+        cause = e.__context__
+        if not isinstance(cause, jsonschema.ValidationError):
             raise ConfigError(file, "(schema)", str(e).splitlines()[0]) from None
         # Report the most specific failure, not the first of a oneOf's alternatives.
         raise _schema_error(file, jsonschema.exceptions.best_match([cause])) from None
@@ -158,6 +159,9 @@ def _check_benchmarks(config_file, config):
     if data["sft"]["dataset"] == "demo" and not data.get("generate_demo"):
         raise ConfigError(config_file, "data.sft.dataset",
                           "'demo' needs data.generate_demo: true (or a hub id / local_file)")
+    sft_local = data["sft"].get("local_file")
+    if sft_local and not data.get("generate_demo") and not Path(sft_local).exists():
+        raise ConfigError(config_file, "data.sft.local_file", f"file {sft_local} does not exist")
     for name, bench in config["benchmarks"].items():
         if not bench.get("dataset") and not bench.get("local_file"):
             raise ConfigError(config_file, f"benchmarks.{name}", "a dataset or local_file is required")

@@ -1,0 +1,140 @@
+"""Config validation and cross-checks: each bad config fails with one line naming file and key."""
+import copy
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from workflow_scripts.config import ConfigError, chain_dir, kd_teacher, load_plan, split_chain
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def demo_config():
+    return yaml.safe_load((REPO / "config" / "demo.yaml").read_text())
+
+
+def lanes_doc():
+    return yaml.safe_load((REPO / "config" / "lanes.yaml").read_text())
+
+
+def with_lanes(tmp_path, doc):
+    path = tmp_path / "lanes.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    cfg = demo_config()
+    cfg["lanes_file"] = str(path)
+    return cfg
+
+
+def test_shipped_configs_are_valid():
+    for name in ("demo.yaml", "config.yaml"):
+        cfg = yaml.safe_load((REPO / "config" / name).read_text())
+        plan = load_plan(cfg, name)
+        assert set(plan.lanes) == set(lanes_doc()["lanes"])
+
+
+def test_seed_lanes_and_int8_lanes_are_declared():
+    lanes = lanes_doc()["lanes"]
+    chains = {tuple(c) for c in lanes.values()}
+    assert len(lanes) >= 14
+    assert ("sft", "gptq_w4a16") in chains and ("prune26", "kd", "gptq_w4a16") in chains
+    plan = load_plan(demo_config(), "demo.yaml")
+    schemes = {(plan.recipes[c[0]]["scheme"], plan.recipes[c[0]]["method"]) for c in chains
+               if len(c) == 1 and plan.recipes[c[0]]["step"] == "quantize"}
+    assert {("W8A8", "gptq"), ("W8A8", "minmax"), ("FP8", "minmax"), ("FP8_DYNAMIC", "minmax")} <= schemes
+
+
+def test_demo_overrides_apply_and_keep_the_lanes_file_untouched():
+    plan = load_plan(demo_config(), "demo.yaml")
+    assert plan.recipes["prune28"]["keep_layers"] == 5
+    assert lanes_doc()["recipes"]["prune28"]["keep_layers"] == 28
+
+
+def test_chain_paths():
+    assert chain_dir([]) == "base"
+    assert chain_dir(["sft", "gptq_w4a16"]) == "base.sft.gptq_w4a16"
+    assert split_chain("base.prune28.kd.gptq_w4a16") == ["prune28", "kd", "gptq_w4a16"]
+    assert kd_teacher("base.prune28") == "base"
+    assert kd_teacher("base.sft.prune26") == "base.sft"
+    with pytest.raises(ValueError):
+        split_chain("sft.gptq")
+
+
+def bad_lanes(mutate):
+    def make(tmp_path):
+        doc = lanes_doc()
+        mutate(doc)
+        return with_lanes(tmp_path, doc)
+    return make
+
+
+def bad_config(mutate):
+    def make(tmp_path):
+        cfg = demo_config()
+        mutate(cfg)
+        return cfg
+    return make
+
+
+CASES = {
+    "unknown recipe": (bad_lanes(lambda d: d["lanes"].update(bad=["sft", "gptq_w4a17"])),
+                       "lanes.bad[1]", "unknown recipe 'gptq_w4a17'"),
+    "kd without prune": (bad_lanes(lambda d: d["lanes"].update(k=["kd"])), "lanes.k[0]", "must follow a prune"),
+    "sft after quantize": (bad_lanes(lambda d: d["lanes"].update(q=["gptq_w4a16", "sft"])), "lanes.q[1]",
+                           "cannot follow a quantize"),
+    "bad scheme": (bad_lanes(lambda d: d["recipes"]["gptq_w4a16"].update(scheme="W3A16")),
+                   "recipes.gptq_w4a16.scheme", "expected one of"),
+    "recipe without step": (bad_lanes(lambda d: d["recipes"]["sft"].pop("step")), "recipes.sft",
+                            "'step' is a required property"),
+    "bad lane name": (bad_lanes(lambda d: d["lanes"].update({"base": ["sft"]})), "lanes", "base"),
+    "benchmark without source": (bad_config(lambda c: c["benchmarks"]["demo_mcqa"].update(
+        dataset="demo") or c["data"].update(generate_demo=False)), "data.sft.dataset", "generate_demo"),
+    "missing local file": (bad_config(lambda c: c["data"].update(generate_demo=False) or c["data"]["sft"].update(
+        dataset="x/y") or [b.update(dataset="x/y") for b in c["benchmarks"].values()]),
+        "data.sft.local_file", "does not exist"),
+    "wrong type": (bad_config(lambda c: c["base"]["demo"].update(hidden_size="big")),
+                   "base.demo.hidden_size", "not of type 'integer'"),
+    "unknown key": (bad_config(lambda c: c.update(lanez="all")), "(top level)", "lanez"),
+    "unknown lane selected": (bad_config(lambda c: c.update(lanes=["w4a16", "nope"])), "lanes",
+                              "unknown lane 'nope'"),
+    "override of unknown recipe": (bad_config(lambda c: c["recipe_overrides"].update(gptq_w5={"x": 1})),
+                                   "recipe_overrides.gptq_w5", "unknown recipe"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_bad_config_is_one_clear_line(tmp_path, case):
+    make, key, expected = CASES[case]
+    with pytest.raises(ConfigError) as err:
+        load_plan(make(tmp_path), "cfg.yaml")
+    msg = str(err.value)
+    assert "\n" not in msg
+    assert key in msg and expected in msg, msg
+
+
+def test_prune_that_keeps_the_base_layers_is_rejected(tmp_path):
+    cfg = demo_config()
+    cfg["recipe_overrides"]["prune28"]["keep_layers"] = cfg["base"]["demo"]["num_hidden_layers"]
+    with pytest.raises(ConfigError, match=r"lanes\.prune28_kd_w4a16\[0\]: prune recipe 'prune28' keeps 6 layers"):
+        load_plan(cfg, "demo.yaml")
+
+
+def test_snakemake_rejects_bad_config_before_any_job(tmp_path):
+    """Through real Snakemake: exit 1, one 'config error' line naming file and key, no traceback."""
+    doc = lanes_doc()
+    doc["lanes"]["bad"] = ["sft", "gptq_w4a17"]
+    cfg = with_lanes(tmp_path, doc)
+    cfg["results"] = str(tmp_path / "results")
+    cfg_path = tmp_path / "cfg.yaml"
+    cfg_path.write_text(yaml.safe_dump(cfg))
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--configfile", str(cfg_path)],
+                          cwd=REPO, capture_output=True, text=True)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 1
+    errors = [l for l in out.splitlines() if l.startswith("config error:")]
+    assert errors == [f"config error: {tmp_path / 'lanes.yaml'}: lanes.bad[1]: unknown recipe 'gptq_w4a17'; "
+                      f"expected one of {sorted(doc['recipes'])}"]
+    assert "Traceback" not in out
+    assert not (tmp_path / "results").exists()

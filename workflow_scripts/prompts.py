@@ -1,0 +1,45 @@
+"""Benchmark prompt templates, shared by evaluation (serve env) and the demo data/base training,
+so the demo model learns the very format it is evaluated in. Stdlib only."""
+from __future__ import annotations
+
+LETTERS = "ABCDEFGHIJ"
+
+TEMPLATES = {
+    "mcqa_ko": (
+        "다음 질문을 읽고 보기 중에서 정답을 고르세요. 정답의 알파벳만 답하세요.\n\n"
+        "질문: {question}\n{options}"
+    ),
+    "mcqa_en": (
+        "Read the question and choose the correct option. Answer with the option letter.\n\n"
+        "Question: {question}\n{options}"
+    ),
+    "longqa_ko": (
+        "다음 문서들을 읽고 질문에 짧게 답하세요.\n\n{context}\n\n질문: {question}"
+    ),
+    "longqa_en": (
+        "Read the documents and answer the question briefly.\n\n{context}\n\nQuestion: {question}"
+    ),
+}
+
+
+def _template(name):
+    if name not in TEMPLATES:
+        raise KeyError(f"unknown prompt_template {name!r}; expected one of {sorted(TEMPLATES)}")
+    return TEMPLATES[name]
+
+
+def mcqa_prompt(item, template="mcqa_ko"):
+    """The user message of an MCQA item: question and lettered options (A. ..., B. ...)."""
+    options = "\n".join(f"{LETTERS[i]}. {opt}" for i, opt in enumerate(item["options"]))
+    return _template(template).format(question=item["question"], options=options)
+
+
+def mcqa_answer(item):
+    """The reference answer text for training: '정답: C' for 1-based answer 3."""
+    return f"정답: {LETTERS[item['answer'] - 1]}"
+
+
+def longqa_prompt(item, template="longqa_ko", context=None):
+    """The user message of a long-context QA item; `context` overrides a truncated context."""
+    return _template(template).format(context=context if context is not None else item["context"],
+                                      question=item["question"])

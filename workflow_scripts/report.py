@@ -1,0 +1,348 @@
+"""Score every lane against the base, rank them, and write summary.csv, summary.md, pareto.png.
+
+    python -m workflow_scripts.report --metrics-dir results/metrics --lanes JSON --spec JSON \
+        --logs-dir results/logs --bench-dir results/benchmarks --out-dir results
+
+--lanes: {"base": [], "w4a16": ["gptq_w4a16"], ...} (every lane of the run, base included).
+--spec:  config `benchmarks` and `speed` (weights, speed.score_uses).
+
+One row per lane. A lane whose metrics file is missing (a job of its chain failed, or never ran)
+still gets a row, with the log to read. `write_summary` is also what Snakemake's onerror handler
+calls, with some metrics missing, so it must never fail on a missing or broken lane.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+from pathlib import Path
+
+from workflow_scripts.common import StageError, run_cli
+from workflow_scripts.config import BASE, chain_dir
+from workflow_scripts.score import SPEED_KEYS, benchmark_values, score_row
+
+# Order of lanes that have no Score, after the scored ones.
+STATUS_ORDER = {"ok": 0, "unsupported": 1, "failed": 2, "missing": 3}
+COST_COLUMNS = ["build_seconds", "cpu_seconds", "peak_rss_MB"]
+
+
+def columns(benchmarks):
+    return (["rank", "lane", "chain", "model", "status", "reason", *benchmarks,
+             "Perf", "PerfNorm", "server_sec_per_token", "micro_sec_per_token", "SpeedNorm", "Score",
+             "size_MB", "engine_memory_MB", *COST_COLUMNS, "log"])
+
+
+# --- where a lane's jobs left their traces ------------------------------------------------
+
+def job_names(lane, chain):
+    """Snakemake job names of a lane: one per chain prefix (the model folder it builds), as
+    used by rules' log:/benchmark: paths. The base lane's only build job is base_model."""
+    if lane == BASE or not chain:
+        return ["base_model"]
+    return [chain_dir(chain[: i + 1]) for i in range(len(chain))]
+
+
+def _job_files(root, lane, chain, suffix):
+    """Files under `root` (logs or benchmarks) of the lane's build jobs and its evaluate job."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    names = {f"{n}{suffix}" for n in job_names(lane, chain)}
+    found = [p for p in root.rglob(f"*{suffix}")
+             if p.name in names and p.parent.name != "evaluate"]
+    evaluate = root / "evaluate" / f"{lane}{suffix}"
+    return found + ([evaluate] if evaluate.is_file() else [])
+
+
+def newest_log(logs_dir, lane, chain):
+    logs = _job_files(logs_dir, lane, chain, ".log")
+    return max(logs, key=lambda p: p.stat().st_mtime) if logs else None
+
+
+def last_line(path, limit=200):
+    """The last non-empty line of a log (a stage's one-line error ends there), shortened."""
+    try:
+        lines = [l.strip() for l in path.read_text(errors="replace").replace("\r", "\n").splitlines()]
+    except OSError:
+        return ""
+    lines = [l for l in lines if l]
+    return lines[-1][:limit] if lines else ""
+
+
+def _float(text):
+    try:
+        x = float(text)
+    except (TypeError, ValueError):
+        return None  # Snakemake writes NA when a job ended before its first sample
+    return x if math.isfinite(x) else None
+
+
+def read_benchmark(path):
+    """A Snakemake benchmark tsv -> (seconds, cpu_seconds, max_rss MB); repeats are averaged."""
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f, delimiter="\t"))
+
+    def mean(key):
+        vals = [v for v in (_float(r.get(key)) for r in rows) if v is not None]
+        return sum(vals) / len(vals) if vals else None
+
+    rss = [v for v in (_float(r.get("max_rss")) for r in rows) if v is not None]
+    return mean("s"), mean("cpu_time"), max(rss) if rss else None
+
+
+def lane_cost(bench_dir, lane, chain):
+    """Sum of wall and CPU seconds, and the peak RSS, over the jobs that produced the lane
+    (every chain prefix, so a shared prefix counts in each of its lanes, plus evaluation)."""
+    seconds = cpu = peak = None
+    for path in _job_files(bench_dir, lane, chain, ".tsv"):
+        try:
+            s, c, rss = read_benchmark(path)
+        except (OSError, csv.Error):
+            continue
+        if s is not None:
+            seconds = (seconds or 0.0) + s
+        if c is not None:
+            cpu = (cpu or 0.0) + c
+        if rss is not None:
+            peak = max(peak or 0.0, rss)
+    return {"build_seconds": seconds, "cpu_seconds": cpu, "peak_rss_MB": peak}
+
+
+# --- rows ----------------------------------------------------------------------------------
+
+def read_metrics(metrics_dir, lane):
+    """(metrics dict or None, reason when it could not be read)."""
+    path = Path(metrics_dir) / f"{lane}.json"
+    if not path.is_file():
+        return None, "no metrics file"
+    try:
+        return json.loads(path.read_text()), None
+    except (OSError, json.JSONDecodeError) as e:
+        return None, f"metrics file {path} is unreadable ({e})"
+
+
+def _mb(n):
+    n = _float(n)
+    return None if n is None else n / 1e6
+
+
+def lane_row(lane, chain, metrics, read_error, base_metrics, spec, logs_dir, bench_dir):
+    benchmarks = list(spec.get("benchmarks") or {})
+    row = {c: None for c in columns(benchmarks)}
+    row.update(lane=lane, chain=">".join(chain), model=chain_dir(chain), **lane_cost(bench_dir, lane, chain))
+    log = newest_log(logs_dir, lane, chain)
+    row["log"] = str(log) if log else None
+
+    if metrics is None:
+        # No metrics: a job of its chain failed (its log says why) or nothing of it ran yet.
+        if log is None and read_error == "no metrics file":
+            row.update(status="missing", reason="no metrics file and no log: not run")
+        elif log is None:
+            row.update(status="failed", reason=read_error)
+        else:
+            tail = last_line(log)
+            row.update(status="failed", reason=f"{read_error}; see {log}" + (f": {tail}" if tail else ""))
+        return row
+
+    status = metrics.get("status") or "ok"
+    row.update(status=status if status in STATUS_ORDER else "failed", reason=metrics.get("reason"))
+    row.update(benchmark_values(metrics, spec.get("benchmarks")))
+    speed = metrics.get("speed") or {}
+    row["server_sec_per_token"] = _float(speed.get("server_sec_per_token"))
+    row["micro_sec_per_token"] = _float(speed.get("micro_sec_per_token"))
+    row["size_MB"] = _mb(metrics.get("size_bytes"))
+    row["engine_memory_MB"] = _mb(metrics.get("engine_memory_bytes"))
+    if row["status"] != "ok":
+        return row  # an unsupported or failed lane has no Score
+
+    scored = score_row(metrics, base_metrics, spec)
+    row.update({k: scored[k] for k in ("Perf", "PerfNorm", "SpeedNorm", "Score")})
+    if scored["note"]:
+        row["reason"] = "; ".join(filter(None, [row["reason"], scored["note"]]))
+    return row
+
+
+def rank_rows(rows):
+    """Base first (the reference), then the scored lanes by Score, then the rest by status."""
+    base = [r for r in rows if r["lane"] == BASE]
+    scored = sorted((r for r in rows if r["lane"] != BASE and r["Score"] is not None),
+                    key=lambda r: (-r["Score"], r["lane"]))
+    rest = sorted((r for r in rows if r["lane"] != BASE and r["Score"] is None),
+                  key=lambda r: (STATUS_ORDER[r["status"]], r["lane"]))
+    for r in base:
+        r["rank"] = "ref"
+    for i, r in enumerate(scored, 1):
+        r["rank"] = i
+    return base + scored + rest
+
+
+# --- outputs -------------------------------------------------------------------------------
+
+def _csv_value(v):
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        return f"{v:.6g}"
+    return v
+
+
+def write_csv(path, rows, cols):
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=cols)
+        w.writeheader()
+        for r in rows:
+            w.writerow({c: _csv_value(r.get(c)) for c in cols})
+
+
+def _md_value(col, v):
+    if v is None or v == "":
+        return ""
+    if isinstance(v, float):
+        if col.endswith("sec_per_token"):
+            return f"{v:.3g}"
+        if col.endswith(("_MB", "seconds")):
+            return f"{v:.1f}"
+        return f"{v:.4f}"
+    return str(v).replace("|", "\\|")
+
+
+def null_benchmark_notes(metrics_by_lane, benchmarks):
+    """'<bench>: <why>, left out of Perf' for each benchmark that is null in every lane."""
+    present = [m for m in metrics_by_lane.values() if m]
+    notes = []
+    for name in benchmarks:
+        entries = [(m.get("benchmarks") or {}).get(name) or {} for m in present]
+        if present and all(e.get("value") is None for e in entries):
+            why = next((e["note"] for e in entries if e.get("note")), "null in every lane")
+            notes.append(f"{name}: {why}, left out of Perf")
+    return notes
+
+
+def write_md(path, rows, benchmarks, metrics_by_lane, spec):
+    uses = (spec.get("speed") or {}).get("score_uses", "server")
+    md_cols = ["rank", "lane", "chain", "status", *benchmarks, "Perf", "PerfNorm",
+               "server_sec_per_token", "micro_sec_per_token", "SpeedNorm", "Score",
+               "size_MB", "engine_memory_MB", *COST_COLUMNS]
+    lines = [
+        "# Compression lanes, ranked by Score",
+        "",
+        f"Score = max(0.5 PerfNorm + 0.5 SpeedNorm, 0); PerfNorm = Perf / Perf_base; "
+        f"SpeedNorm = 1 - spt / spt_base with spt = `{SPEED_KEYS.get(uses, uses)}` "
+        f"(speed.score_uses: {uses}). The base model is the reference (Score 0.5 by definition).",
+        "",
+        "| " + " | ".join(md_cols) + " |",
+        "|" + "---|" * len(md_cols),
+    ]
+    lines += ["| " + " | ".join(_md_value(c, r.get(c)) for c in md_cols) + " |" for r in rows]
+    notes = null_benchmark_notes(metrics_by_lane, benchmarks)
+    unscored = [r for r in rows if r["Score"] is None and r["lane"] != BASE]
+    lines += ["", "## Notes", ""]
+    lines += [f"- {n}" for n in notes]
+    lines += [f"- **{r['lane']}** ({r['status']}): {r['reason'] or 'no Score'}"
+              + (f" — log: `{r['log']}`" if r["log"] and r["status"] != "ok" else "") for r in unscored]
+    lines += ["- Cost columns sum Snakemake's benchmark records over the jobs of a lane's chain "
+              "(each chain prefix, plus its evaluation), so a shared prefix counts in every lane "
+              "that uses it; peak_rss_MB is the largest of those jobs."]
+    Path(path).write_text("\n".join(lines) + "\n")
+
+
+def plot_pareto(path, rows):
+    """PerfNorm against SpeedNorm, iso-Score lines, the top 3 ringed with their rank."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    pts = [r for r in rows if r["PerfNorm"] is not None and r["SpeedNorm"] is not None]
+    if not any(r["lane"] == BASE for r in pts):
+        pts.append({"lane": BASE, "PerfNorm": 1.0, "SpeedNorm": 0.0, "rank": "ref"})
+    xs = [r["SpeedNorm"] for r in pts] + [0.0]
+    ys = [r["PerfNorm"] for r in pts] + [1.0]
+    pad_x = max(0.05, 0.12 * (max(xs) - min(xs)))
+    pad_y = max(0.05, 0.12 * (max(ys) - min(ys)))
+    xlim = (min(xs) - pad_x, max(xs) + pad_x)
+    ylim = (min(ys) - pad_y, max(ys) + pad_y)
+
+    fig, ax = plt.subplots(figsize=(9, 7), dpi=120)
+    # Iso-Score lines 0.5 x + 0.5 y = s, every 0.05 across the visible range.
+    lo, hi = 0.5 * (xlim[0] + ylim[0]), 0.5 * (xlim[1] + ylim[1])
+    step = 0.05 if hi - lo < 1.0 else 0.1
+    s = math.ceil(lo / step) * step
+    while s <= hi:
+        x = [xlim[0], xlim[1]]
+        ax.plot(x, [2 * s - v for v in x], color="0.8", lw=0.8, zorder=0)
+        # Label where the line leaves the plot on the right or on top.
+        lx = min(xlim[1], 2 * s - ylim[0]) - 0.01 * (xlim[1] - xlim[0])
+        ly = 2 * s - lx
+        if ylim[0] <= ly <= ylim[1] and xlim[0] <= lx <= xlim[1]:
+            ax.text(lx, ly, f"Score {s:.2f}", fontsize=7, color="0.5", ha="right", va="bottom", rotation=-30)
+        s += step
+
+    for r in pts:
+        is_base = r["lane"] == BASE
+        ax.scatter(r["SpeedNorm"], r["PerfNorm"], s=60 if is_base else 30,
+                   marker="*" if is_base else "o", color="black" if is_base else "tab:blue", zorder=3)
+        ax.annotate(r["lane"] + (" (reference)" if is_base else ""), (r["SpeedNorm"], r["PerfNorm"]),
+                    xytext=(5, 4), textcoords="offset points", fontsize=8, zorder=4)
+        if isinstance(r.get("rank"), int) and r["rank"] <= 3:
+            ax.scatter(r["SpeedNorm"], r["PerfNorm"], s=320, facecolors="none",
+                       edgecolors="tab:red", linewidths=1.8, zorder=2)
+            ax.annotate(f"#{r['rank']}", (r["SpeedNorm"], r["PerfNorm"]), xytext=(-9, -16),
+                        textcoords="offset points", fontsize=10, color="tab:red", weight="bold", zorder=4)
+    ax.set_xlim(*xlim)
+    ax.set_ylim(*ylim)
+    ax.set_xlabel("SpeedNorm = 1 - spt / spt_base  (faster →)")
+    ax.set_ylabel("PerfNorm = Perf / Perf_base  (more accurate ↑)")
+    ax.set_title("Lanes against the base model (grey: iso-Score lines; red rings: top 3)")
+    ax.grid(True, alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def write_summary(lanes, metrics_dir, logs_dir, bench_dir, out_dir, spec):
+    """Rank every lane of `lanes` ({lane: chain}) and write summary.csv/.md and pareto.png
+    into `out_dir`. Missing or broken metrics become failed/missing rows. Returns the rows."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    benchmarks = list(spec.get("benchmarks") or {})
+    read = {lane: read_metrics(metrics_dir, lane) for lane in lanes}
+    metrics_by_lane = {lane: m for lane, (m, _) in read.items()}
+    base = metrics_by_lane.get(BASE)
+    if base is not None and (base.get("status") or "ok") != "ok":
+        base = None  # a base that did not evaluate cannot be the reference
+    rows = [lane_row(lane, list(chain), *read[lane], base, spec, logs_dir, bench_dir)
+            for lane, chain in lanes.items()]
+    rows = rank_rows(rows)
+    write_csv(out_dir / "summary.csv", rows, columns(benchmarks))
+    write_md(out_dir / "summary.md", rows, benchmarks, metrics_by_lane, spec)
+    plot_pareto(out_dir / "pareto.png", rows)
+    return rows
+
+
+def main(argv):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--metrics-dir", required=True)
+    ap.add_argument("--lanes", required=True, help='JSON {"lane": [recipe, ...]}, base included')
+    ap.add_argument("--spec", required=True, help="JSON with config benchmarks and speed")
+    ap.add_argument("--logs-dir", required=True)
+    ap.add_argument("--bench-dir", required=True)
+    ap.add_argument("--out-dir", required=True)
+    args = ap.parse_args(argv)
+    try:
+        lanes, spec = json.loads(args.lanes), json.loads(args.spec)
+    except json.JSONDecodeError as e:
+        raise StageError(f"--lanes/--spec: not valid JSON ({e})") from None
+    if not isinstance(lanes, dict):
+        raise StageError('--lanes: expected a JSON object {"lane": [recipe, ...]}')
+    rows = write_summary(lanes, args.metrics_dir, args.logs_dir, args.bench_dir, args.out_dir, spec)
+    for r in rows:
+        score = "" if r["Score"] is None else f"{r['Score']:.4f}"
+        print(f"{str(r['rank'] or '-'):>4} {r['lane']:22s} {r['status']:11s} {score}")
+    print(f"wrote {Path(args.out_dir) / 'summary.csv'}, summary.md, pareto.png")
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)
