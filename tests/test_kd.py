@@ -1,0 +1,100 @@
+"""KD on the tiny model: a briefly trained 4-layer teacher, pruned to 2 layers, distilled back."""
+import json
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from workflow_scripts import base, kd, prune
+from workflow_scripts.chat_data import chat_dataset, collate
+from workflow_scripts.common import StageError, chat_text, read_jsonl
+
+RECIPE = {"temperature": 2.0, "kl_weight": 1.0, "ce_weight": 0.5, "learning_rate": 1e-3,
+          "max_steps": 30, "batch_size": 8, "max_seq_length": 256}
+
+
+def run_kd(student, teacher, data, out, recipe=RECIPE):
+    return kd.main(["--student", str(student), "--teacher", str(teacher),
+                    "--train", str(data / "sft_train.jsonl"), "--val", str(data / "sft_val.jsonl"),
+                    "--recipe", json.dumps(recipe), "--out", str(out)])
+
+
+@pytest.fixture(scope="module")
+def teacher_dir(tiny_model_dir, tiny_data_dir, tmp_path_factory):
+    """The random tiny model trained for a few steps, so that its outputs are worth copying."""
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    ds = chat_dataset(tok, read_jsonl(tiny_data_dir / "sft_train.jsonl"), 256)
+    batches = torch.utils.data.DataLoader(ds, batch_size=16, shuffle=True, collate_fn=collate(tok))
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    model.train()
+    for _epoch in range(15):
+        for batch in batches:
+            model(**batch).loss.backward()
+            opt.step()
+            opt.zero_grad()
+    out = tmp_path_factory.mktemp("kd") / "teacher"
+    base.save(model.eval(), tok, out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def distilled(teacher_dir, tiny_data_dir):
+    student = teacher_dir.parent / "teacher.prune2"
+    assert prune.main(["--model", str(teacher_dir), "--calib", str(tiny_data_dir / "calib.jsonl"),
+                       "--recipe", json.dumps({"keep_layers": 2}), "--out", str(student)]) == 0
+    out = teacher_dir.parent / "teacher.prune2.kd"
+    assert run_kd(student, teacher_dir, tiny_data_dir, out) == 0
+    return student, out, json.loads((out / "kd_metrics.json").read_text())
+
+
+def test_val_kl_falls(distilled):
+    _, _, m = distilled
+    assert m["steps"] == RECIPE["max_steps"] and m["train_seconds"] > 0
+    assert m["val_kl_before"] > 0
+    assert m["val_kl_after"] < 0.8 * m["val_kl_before"], m
+    assert m["teacher_val_ce"] < m["val_ce_before"], "the teacher should be better than the pruned student"
+
+
+def test_output_reloads_generates_and_differs_from_student(distilled, tiny_data_dir):
+    student_dir, out, _ = distilled
+    model = AutoModelForCausalLM.from_pretrained(out).eval()
+    student = AutoModelForCausalLM.from_pretrained(student_dir)
+    tok = AutoTokenizer.from_pretrained(out)
+    assert model.config.num_hidden_layers == 2
+    before, after = student.state_dict(), model.state_dict()
+    assert before.keys() == after.keys()
+    changed = [k for k in before if not torch.equal(before[k], after[k])]
+    assert all(any(k.startswith(f"model.layers.{i}.") for k in changed) for i in range(2))
+    prompt = tok(chat_text(tok, read_jsonl(tiny_data_dir / "sft_val.jsonl")[0]["messages"][:1],
+                           add_generation_prompt=True), add_special_tokens=False, return_tensors="pt")
+    new = model.generate(**prompt, max_new_tokens=8, do_sample=False)
+    assert new.shape[1] > prompt.input_ids.shape[1]
+    assert not list(out.parent.glob(".*tmp*")), "temp folder left behind"
+
+
+def test_kl_is_forward_kl_times_t_squared():
+    torch.manual_seed(0)
+    s, t, temp = torch.randn(5, 11), torch.randn(5, 11) * 3, 2.0
+    p_t = torch.softmax(t / temp, -1)
+    expected = (p_t * (p_t.log() - torch.log_softmax(s / temp, -1))).sum(-1).mean() * temp**2
+    assert torch.allclose(kd.kd_kl(s, t, temp), expected, atol=1e-6)
+    assert kd.kd_kl(t, t, temp).abs() < 1e-6
+
+
+def test_different_vocabulary_is_a_stage_error(teacher_dir, tiny_data_dir, tmp_path):
+    texts = [m["content"] for r in read_jsonl(tiny_data_dir / "sft_train.jsonl") for m in r["messages"]]
+    tok = base.train_tokenizer(texts, vocab_size=300)
+    other = tmp_path / "other"
+    base.save(base.build_model(tok, dict(num_hidden_layers=2, hidden_size=128, intermediate_size=256,
+                                         num_attention_heads=4, num_key_value_heads=2)), tok, other)
+    with pytest.raises(StageError, match="vocabulary"):
+        run_kd(other, teacher_dir, tiny_data_dir, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_recipe_key_is_a_stage_error(teacher_dir, tiny_data_dir, tmp_path):
+    recipe = {k: v for k, v in RECIPE.items() if k != "temperature"}
+    with pytest.raises(StageError, match="temperature"):
+        run_kd(teacher_dir, teacher_dir, tiny_data_dir, tmp_path / "out", recipe)

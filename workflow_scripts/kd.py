@@ -1,0 +1,260 @@
+"""Knowledge distillation: a pruned student learns from its unpruned teacher.
+
+Loss per batch = kl_weight * T^2 * KL(teacher_T || student_T) + ce_weight * CE(labels), where
+_T are the softmaxes of the logits divided by the temperature T (Hinton et al. 2015; T^2 keeps
+the gradient scale independent of T). Both terms are taken on the same positions: the
+assistant tokens of the chat-formatted train set (chat_data labels). That is the text the
+model is asked to produce when served, the same positions the CE and SFT train on, and it
+lets the logits be computed for those positions only (full-vocabulary logits for every
+token of a 2048-token batch would cost GBs, twice). The teacher is frozen in eval mode.
+
+Trained with a transformers Trainer (compute_loss overridden), seed 42, no checkpoints.
+kd_metrics.json beside the weights: validation KL(teacher || student) at T=1 and the
+student's CE, before and after, the teacher's CE, steps and seconds.
+
+    python -m workflow_scripts.kd --student results/models/base.prune28 \
+        --teacher results/models/base --train results/data/sft_train.jsonl \
+        --val results/data/sft_val.jsonl --recipe '{"temperature": 2.0, ...}' --out DIR
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+
+from workflow_scripts.chat_data import IGNORE, chat_dataset, collate
+from workflow_scripts.common import (
+    SEED,
+    StageError,
+    check_model_dir,
+    device_and_dtype,
+    limit_threads,
+    load_model,
+    read_jsonl,
+    run_cli,
+    set_seed,
+)
+from workflow_scripts.prune import save_model_atomically
+
+REQUIRED = ["temperature", "kl_weight", "ce_weight", "learning_rate", "max_steps"]
+DEFAULT_BATCH = 8
+DEFAULT_SEQ_LEN = 2048
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(prog="workflow_scripts.kd", description=__doc__.split("\n\n")[0])
+    p.add_argument("--student", required=True, help="the pruned model folder (trained)")
+    p.add_argument("--teacher", required=True, help="the unpruned model folder (frozen)")
+    p.add_argument("--train", required=True, help="train conversations (prepared JSONL)")
+    p.add_argument("--val", required=True, help="validation conversations (prepared JSONL)")
+    p.add_argument("--recipe", required=True, help="recipe parameters as JSON (lanes.yaml minus `step`)")
+    p.add_argument("--out", required=True, help="output model folder")
+    return p.parse_args(argv)
+
+
+def parse_recipe(text) -> dict:
+    try:
+        recipe = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise StageError(f"--recipe is not valid JSON ({e})") from None
+    missing = [k for k in REQUIRED if k not in recipe]
+    if missing:
+        raise StageError(f"kd recipe: missing key(s) {', '.join(missing)}")
+    if float(recipe["temperature"]) <= 0:
+        raise StageError(f"kd recipe: temperature must be > 0, got {recipe['temperature']}")
+    return recipe
+
+
+def load_pair(student_dir, teacher_dir):
+    """Student (fp32: it is trained; bf16 autocast on CUDA) and frozen teacher (device dtype)."""
+    import torch
+
+    for d in (student_dir, teacher_dir):
+        if "quantization_config" in check_model_dir(d):
+            raise StageError(f"model {d}: is quantized (config.json has quantization_config); "
+                             "distil between unquantized models")
+    student, tok = load_model(student_dir, dtype=torch.float32)
+    teacher, teacher_tok = load_model(teacher_dir)
+    if student.config.vocab_size != teacher.config.vocab_size or tok.get_vocab() != teacher_tok.get_vocab():
+        raise StageError(f"model {student_dir}: vocabulary ({student.config.vocab_size} logits, {len(tok)} "
+                         f"tokens) differs from teacher {teacher_dir} ({teacher.config.vocab_size} logits, "
+                         f"{len(teacher_tok)} tokens); KD needs the same tokenizer")
+    teacher.eval().requires_grad_(False)
+    return student, teacher, tok
+
+
+def assistant_logits(model, batch):
+    """Logits at the positions that predict an assistant token, and those tokens.
+
+    Position t predicts token t+1, so the positions are those whose *next* label is set."""
+    keep = batch["labels"][:, 1:] != IGNORE
+    hidden = model.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                         use_cache=False).last_hidden_state
+    return model.lm_head(hidden[:, :-1][keep]).float(), batch["labels"][:, 1:][keep]
+
+
+def kd_kl(student_logits, teacher_logits, temperature):
+    """Mean over positions of KL(teacher_T || student_T), times T^2."""
+    import torch.nn.functional as F
+
+    t = temperature
+    return F.kl_div(F.log_softmax(student_logits / t, dim=-1), F.log_softmax(teacher_logits / t, dim=-1),
+                    log_target=True, reduction="batchmean") * t * t
+
+
+def make_trainer_class():
+    from transformers import Trainer
+
+    class KDTrainer(Trainer):
+        """A Trainer whose loss is the recipe's mix of distillation KL and label CE."""
+
+        def __init__(self, *args, teacher, recipe, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.teacher = teacher.to(self.args.device)
+            self.temperature = float(recipe["temperature"])
+            self.kl_weight = float(recipe["kl_weight"])
+            self.ce_weight = float(recipe["ce_weight"])
+            self._parts = {"kl": 0.0, "ce": 0.0, "n": 0}
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            import torch
+            import torch.nn.functional as F
+
+            s_logits, targets = assistant_logits(model, inputs)
+            with torch.no_grad():
+                t_logits, _ = assistant_logits(self.teacher, inputs)
+            kl = kd_kl(s_logits, t_logits, self.temperature)
+            ce = F.cross_entropy(s_logits, targets)
+            loss = self.kl_weight * kl + self.ce_weight * ce
+            self._parts["kl"] += float(kl.detach())
+            self._parts["ce"] += float(ce.detach())
+            self._parts["n"] += 1
+            return (loss, None) if return_outputs else loss
+
+        def log(self, logs, start_time=None):
+            # The two terms of the loss, averaged since the last log line.
+            if self._parts["n"] and "loss" in logs:
+                logs["kl"] = round(self._parts["kl"] / self._parts["n"], 4)
+                logs["ce"] = round(self._parts["ce"] / self._parts["n"], 4)
+                self._parts = {"kl": 0.0, "ce": 0.0, "n": 0}
+            super().log(logs, start_time)
+
+    return KDTrainer
+
+
+def training_arguments(workdir, recipe):
+    """Seed 42, progress bar, no checkpoints, no tracker; bf16 autocast on CUDA, fp32 on CPU."""
+    import torch
+    from transformers import TrainingArguments
+
+    cuda = torch.cuda.is_available()
+    steps = int(recipe["max_steps"])
+    return TrainingArguments(
+        output_dir=str(workdir),
+        seed=SEED,
+        data_seed=SEED,
+        learning_rate=float(recipe["learning_rate"]),
+        max_steps=steps,
+        per_device_train_batch_size=int(recipe.get("batch_size", DEFAULT_BATCH)),
+        gradient_checkpointing=bool(recipe.get("gradient_checkpointing", cuda)),
+        gradient_checkpointing_kwargs={"use_reentrant": False},
+        logging_steps=max(1, steps // 10),
+        logging_first_step=True,
+        save_strategy="no",
+        report_to="none",
+        disable_tqdm=False,
+        bf16=cuda,
+        use_cpu=not cuda,
+        remove_unused_columns=False,  # compute_loss reads labels itself
+        dataloader_num_workers=0,
+    )
+
+
+def val_metrics(student, teacher, tok, dataset, batch_size) -> dict:
+    """Token-weighted means over the validation assistant tokens: KL(teacher || student) at
+    T=1, the student's CE and the teacher's CE."""
+    import torch
+    import torch.nn.functional as F
+    from tqdm.auto import tqdm
+
+    fn = collate(tok)
+    was_training = student.training
+    student.eval()
+    device = next(student.parameters()).device
+    sums = {"kl": 0.0, "ce": 0.0, "teacher_ce": 0.0}
+    count = 0
+    with torch.no_grad():
+        for i in tqdm(range(0, len(dataset), batch_size), desc="val KL", leave=False):
+            batch = fn([dataset[j] for j in range(i, min(i + batch_size, len(dataset)))])
+            batch = {k: v.to(device) for k, v in batch.items()}
+            s_logits, targets = assistant_logits(student, batch)
+            t_logits, _ = assistant_logits(teacher, batch)
+            n = len(targets)
+            sums["kl"] += float(kd_kl(s_logits, t_logits, 1.0)) * n
+            sums["ce"] += float(F.cross_entropy(s_logits, targets)) * n
+            sums["teacher_ce"] += float(F.cross_entropy(t_logits, targets)) * n
+            count += n
+    student.train(was_training)
+    return {k: v / max(count, 1) for k, v in sums.items()}
+
+
+def chat_set(tok, path, max_len):
+    ds = chat_dataset(tok, read_jsonl(path), max_len)
+    if len(ds) == 0:
+        raise StageError(f"{path}: no conversation with an assistant turn")
+    return ds
+
+
+def distil(student_dir, teacher_dir, train_path, val_path, recipe, out) -> dict:
+    """Distil `teacher_dir` into `student_dir`, written to `out`. Returns kd_metrics.json."""
+    set_seed()
+    student, teacher, tok = load_pair(student_dir, teacher_dir)
+    max_len = int(recipe.get("max_seq_length", DEFAULT_SEQ_LEN))
+    batch = int(recipe.get("batch_size", DEFAULT_BATCH))
+    train_ds, val_ds = chat_set(tok, train_path, max_len), chat_set(tok, val_path, max_len)
+
+    before = val_metrics(student, teacher, tok, val_ds, batch)
+    with tempfile.TemporaryDirectory(prefix="kd-trainer-") as workdir:
+        trainer = make_trainer_class()(
+            model=student, args=training_arguments(workdir, recipe), train_dataset=train_ds,
+            data_collator=collate(tok), teacher=teacher, recipe=recipe)
+        t0 = time.perf_counter()
+        result = trainer.train()
+        seconds = time.perf_counter() - t0
+    after = val_metrics(student, teacher, tok, val_ds, batch)
+
+    metrics = {
+        "student": str(student_dir),
+        "teacher": str(teacher_dir),
+        "recipe": recipe,
+        "positions": "assistant tokens",
+        "val_kl_before": before["kl"],
+        "val_kl_after": after["kl"],
+        "val_ce_before": before["ce"],
+        "val_ce_after": after["ce"],
+        "teacher_val_ce": after["teacher_ce"],
+        "train_loss": result.training_loss,
+        "steps": trainer.state.global_step,
+        "train_seconds": round(seconds, 2),
+        "train_examples": len(train_ds),
+        "val_examples": len(val_ds),
+    }
+    _, dtype = device_and_dtype()
+    student.config.use_cache = True  # gradient checkpointing turns it off
+    save_model_atomically(student.to(dtype), tok, out, {"kd_metrics.json": metrics})
+    return metrics
+
+
+def main(argv) -> int:
+    args = parse_args(argv)
+    limit_threads()
+    m = distil(args.student, args.teacher, args.train, args.val, parse_recipe(args.recipe), args.out)
+    print(f"distilled {args.teacher} -> {args.student} -> {args.out}: val KL {m['val_kl_before']:.4f} -> "
+          f"{m['val_kl_after']:.4f}, val CE {m['val_ce_before']:.4f} -> {m['val_ce_after']:.4f} "
+          f"(teacher {m['teacher_val_ce']:.4f}), {m['steps']} steps, {m['train_seconds']} s")
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)

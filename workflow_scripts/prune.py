@@ -1,0 +1,232 @@
+"""Depth pruning: score every decoder layer on calibration data, drop the least important.
+
+Two importance metrics, both from the hidden states before/after layers on chat-templated
+calibration conversations (mean over every non-pad token):
+
+- block_influence (ShortGPT, Men et al. 2024): BI_i = 1 - cos(h_i, h_{i+1}), how much layer i
+  turns its input; the n layers with the lowest BI are dropped (they need not be adjacent).
+- angular ("The Unreasonable Ineffectiveness of the Deeper Layers", Gromov et al. 2024):
+  d(l, l+n) = arccos(cos(h_l, h_{l+n})) / pi for a block of n consecutive layers; the block
+  with the smallest distance is dropped.
+
+The first and the last layer are always kept. The kept layers are re-indexed
+(model.layers.0..k-1, self_attn.layer_idx) and config.num_hidden_layers / layer_types are cut to
+match, so transformers and vLLM load the result as a plain, shallower Exaone4ForCausalLM.
+prune.json beside the weights records the scores and the choice.
+
+    python -m workflow_scripts.prune --model DIR --calib results/data/calib.jsonl \
+        --recipe '{"keep_layers": 28, "metric": "block_influence"}' --out DIR
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shutil
+import time
+from pathlib import Path
+
+from workflow_scripts.common import (
+    StageError,
+    chat_text,
+    check_model_dir,
+    limit_threads,
+    load_model,
+    read_jsonl,
+    run_cli,
+    set_seed,
+    write_json,
+)
+
+METRICS = ["block_influence", "angular"]
+DEFAULT_SAMPLES = 128
+DEFAULT_SEQ_LEN = 1024
+DEFAULT_BATCH = 8
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(prog="workflow_scripts.prune", description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", required=True, help="input model folder (Hugging Face format)")
+    p.add_argument("--calib", required=True, help="calibration conversations (prepared JSONL)")
+    p.add_argument("--recipe", required=True, help="recipe parameters as JSON (lanes.yaml minus `step`)")
+    p.add_argument("--out", required=True, help="output model folder")
+    return p.parse_args(argv)
+
+
+def parse_recipe(text) -> dict:
+    try:
+        recipe = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise StageError(f"--recipe is not valid JSON ({e})") from None
+    if not isinstance(recipe.get("keep_layers"), int):
+        raise StageError(f"recipe keep_layers must be an integer, got {recipe.get('keep_layers')!r}")
+    if recipe.get("metric", "block_influence") not in METRICS:
+        raise StageError(f"recipe metric {recipe.get('metric')!r} is not one of {METRICS}")
+    return recipe
+
+
+def check_prunable(model_dir, keep) -> int:
+    """The model's layer count, if `keep` of them can be kept; else a StageError."""
+    cfg = check_model_dir(model_dir)
+    if "quantization_config" in cfg:
+        raise StageError(f"model {model_dir}: is quantized (config.json has quantization_config); "
+                         "prune the unquantized model")
+    n_layers = cfg.get("num_hidden_layers")
+    if not isinstance(n_layers, int):
+        raise StageError(f"model {model_dir}: config.json has no num_hidden_layers")
+    if keep < 2:
+        raise StageError(f"model {model_dir}: keep_layers {keep} < 2 (the first and last layer are always kept)")
+    if keep >= n_layers:
+        raise StageError(f"model {model_dir}: keep_layers {keep} >= its {n_layers} layers (nothing to prune)")
+    return n_layers
+
+
+def calibration_batches(calib_path, tok, n, max_len, batch_size):
+    """Chat-templated calibration conversations, tokenized and right-padded, in batches."""
+    rows = read_jsonl(calib_path)[:n]
+    if not rows:
+        raise StageError(f"{calib_path}: no calibration conversations")
+    texts = [chat_text(tok, r["messages"]) for r in rows]
+    for i in range(0, len(texts), batch_size):
+        # The chat template already carries the special tokens the model was trained with.
+        yield tok(texts[i:i + batch_size], max_length=max_len, truncation=True, padding=True,
+                  add_special_tokens=False, return_tensors="pt")
+
+
+def layer_states(model, batch):
+    """[h_0 .. h_L]: the input of each decoder layer and the output of the last one, unnormed.
+
+    output_hidden_states gives h_0..h_{L-1} as they are, but its last entry is the final
+    norm's output; a hook on the last layer takes its raw output instead."""
+    captured = {}
+    hook = model.model.layers[-1].register_forward_hook(
+        lambda _m, _a, out: captured.__setitem__("last", out[0] if isinstance(out, tuple) else out))
+    try:
+        out = model(**batch, output_hidden_states=True, use_cache=False)
+    finally:
+        hook.remove()
+    return [*out.hidden_states[:-1], captured["last"]]
+
+
+def score_layers(model, batches, n_drop):
+    """Per-layer BI and the angular distance of every block of n_drop consecutive layers,
+    each the mean over all non-pad calibration tokens."""
+    import torch
+    import torch.nn.functional as F
+    from tqdm import tqdm
+
+    n_layers = model.config.num_hidden_layers
+    bi_sum = torch.zeros(n_layers, dtype=torch.float64)
+    ang_sum = torch.zeros(n_layers - n_drop + 1, dtype=torch.float64)
+    tokens = 0
+    device = next(model.parameters()).device
+    with torch.no_grad():
+        for batch in tqdm(list(batches), desc="scoring layers", unit="batch"):
+            batch = {k: v.to(device) for k, v in batch.items()}
+            mask = batch["attention_mask"].bool()
+            hs = [h.float()[mask] for h in layer_states(model, batch)]  # (tokens, hidden) each
+            for i in range(n_layers):
+                bi_sum[i] += (1 - F.cosine_similarity(hs[i], hs[i + 1], dim=-1)).sum().item()
+            for l in range(n_layers - n_drop + 1):
+                cos = F.cosine_similarity(hs[l], hs[l + n_drop], dim=-1).clamp(-1, 1)
+                ang_sum[l] += (torch.arccos(cos) / math.pi).sum().item()
+            tokens += int(mask.sum())
+    return (bi_sum / tokens).tolist(), (ang_sum / tokens).tolist(), tokens
+
+
+def choose_dropped(metric, bi, angular, n_layers, n_drop):
+    """The layer indices to drop; never the first (0) or the last (n_layers - 1)."""
+    if metric == "block_influence":
+        middle = sorted(range(1, n_layers - 1), key=lambda i: (bi[i], i))
+        return sorted(middle[:n_drop])
+    # Block [l, l + n_drop) replaced by identity: l >= 1 and l + n_drop <= n_layers - 1.
+    starts = range(1, n_layers - n_drop)
+    best = min(starts, key=lambda l: (angular[l], l))
+    return list(range(best, best + n_drop))
+
+
+def drop_layers(model, kept):
+    """Keep only the decoder layers `kept` (in order), re-indexed 0..k-1, config to match."""
+    import torch
+
+    cfg = model.config
+    types = list(cfg.layer_types)
+    kept_types = [types[i] for i in kept]
+    # EXAONE 4 hybrids use NoPE on global layers only when sliding layers exist; vLLM decides that
+    # from layer_types, transformers from sliding_window, so they would disagree without any.
+    if "sliding_attention" in types and "sliding_attention" not in kept_types:
+        raise StageError("pruning would remove every sliding-attention layer of a hybrid model")
+    model.model.layers = torch.nn.ModuleList([model.model.layers[i] for i in kept])
+    for new_idx, layer in enumerate(model.model.layers):
+        layer.self_attn.layer_idx = new_idx  # the KV cache slot it writes during generation
+    cfg.num_hidden_layers = len(kept)
+    cfg.layer_types = kept_types
+    return model
+
+
+def save_model_atomically(model, tok, out, extra: dict):
+    """save_pretrained (safetensors) + tokenizer + {name: json} into a temp folder beside `out`,
+    then renamed to `out`, so a crash never leaves half a model."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tok.save_pretrained(tmp)
+        for name, obj in extra.items():
+            write_json(tmp / name, obj)
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def prune(model_dir, calib_path, recipe, out):
+    """Prune `model_dir` to recipe keep_layers into `out`. Returns the prune.json dict."""
+    keep = int(recipe["keep_layers"])
+    n_layers = check_prunable(model_dir, keep)
+    metric = recipe.get("metric", "block_influence")
+    n_drop = n_layers - keep
+    set_seed()
+    t0 = time.time()
+    model, tok = load_model(model_dir)
+    model.eval()
+    batches = calibration_batches(
+        calib_path, tok, int(recipe.get("num_calibration_samples", DEFAULT_SAMPLES)),
+        int(recipe.get("max_seq_length", DEFAULT_SEQ_LEN)), int(recipe.get("batch_size", DEFAULT_BATCH)))
+    bi, angular, tokens = score_layers(model, batches, n_drop)
+    dropped = choose_dropped(metric, bi, angular, n_layers, n_drop)
+    kept = [i for i in range(n_layers) if i not in dropped]
+    drop_layers(model, kept)
+    info = {
+        "model": str(model_dir),
+        "recipe": recipe,
+        "metric": metric,
+        "num_layers_before": n_layers,
+        "num_layers_after": len(kept),
+        "dropped_layers": dropped,
+        "kept_layers": kept,  # new layer j is old layer kept[j]
+        "block_influence": bi,  # one per original layer
+        "angular_distance": {"block_size": n_drop,  # by_start[l] = d(h_l, h_{l+n})
+                             "by_start": angular},
+        "calibration_tokens": tokens,
+        "seconds": round(time.time() - t0, 2),
+    }
+    save_model_atomically(model, tok, out, {"prune.json": info})
+    return info
+
+
+def main(argv) -> int:
+    args = parse_args(argv)
+    limit_threads()
+    info = prune(args.model, args.calib, parse_recipe(args.recipe), args.out)
+    print(f"pruned {args.model} -> {args.out}: {info['num_layers_before']} -> {info['num_layers_after']} "
+          f"layers by {info['metric']}, dropped {info['dropped_layers']}, {info['seconds']} s")
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)
