@@ -240,11 +240,35 @@ def write_md(path, rows, benchmarks, metrics_by_lane, spec):
     lines += ["", "## Notes", ""]
     lines += [f"- {n}" for n in notes]
     lines += [f"- **{r['lane']}** ({r['status']}): {r['reason'] or 'no Score'}"
-              + (f" — log: `{r['log']}`" if r["log"] and r["status"] != "ok" else "") for r in unscored]
+              + (f" (log: `{r['log']}`)" if r["log"] and r["log"] not in (r["reason"] or "") else "")
+              for r in unscored]
     lines += ["- Cost columns sum Snakemake's benchmark records over the jobs of a lane's chain "
               "(each chain prefix, plus its evaluation), so a shared prefix counts in every lane "
               "that uses it; peak_rss_MB is the largest of those jobs."]
     Path(path).write_text("\n".join(lines) + "\n")
+
+
+# Label positions tried around a point (offset in points, horizontal alignment), in order.
+LABEL_SPOTS = [((5, 4), "left"), ((5, -11), "left"), ((-5, 4), "right"), ((-5, -11), "right"),
+               ((5, 15), "left"), ((5, -22), "left"), ((-5, 15), "right"), ((-5, -22), "right")]
+
+
+def _place_label(ax, xy, text, taken, fontsize=8, gap=0):
+    """Annotate `xy` at the first spot whose (estimated) box overlaps no earlier label;
+    `gap` (points) moves the label further out sideways, clear of a ring."""
+    px, py = ax.transData.transform(xy)
+    scale = ax.figure.dpi / 72
+    w, h = 0.6 * fontsize * len(text) * scale, fontsize * 1.2 * scale
+    for (dx, dy), ha in LABEL_SPOTS:
+        dx += gap if dx > 0 else -gap
+        x0 = px + dx * scale - (w if ha == "right" else 0)
+        y0 = py + dy * scale
+        box = (x0, y0, x0 + w, y0 + h)
+        if not any(box[0] < b[2] and b[0] < box[2] and box[1] < b[3] and b[1] < box[3] for b in taken):
+            break
+    taken.append(box)
+    ax.annotate(text, xy, xytext=(dx, dy), textcoords="offset points", ha=ha, fontsize=fontsize, zorder=4,
+                bbox=dict(facecolor="white", edgecolor="none", pad=0.5, alpha=0.7))
 
 
 def plot_pareto(path, rows):
@@ -257,45 +281,45 @@ def plot_pareto(path, rows):
     pts = [r for r in rows if r["PerfNorm"] is not None and r["SpeedNorm"] is not None]
     if not any(r["lane"] == BASE for r in pts):
         pts.append({"lane": BASE, "PerfNorm": 1.0, "SpeedNorm": 0.0, "rank": "ref"})
-    xs = [r["SpeedNorm"] for r in pts] + [0.0]
-    ys = [r["PerfNorm"] for r in pts] + [1.0]
-    pad_x = max(0.05, 0.12 * (max(xs) - min(xs)))
-    pad_y = max(0.05, 0.12 * (max(ys) - min(ys)))
-    xlim = (min(xs) - pad_x, max(xs) + pad_x)
-    ylim = (min(ys) - pad_y, max(ys) + pad_y)
+    xs = [r["SpeedNorm"] for r in pts]
+    ys = [r["PerfNorm"] for r in pts]
+    span_x, span_y = max(0.2, max(xs) - min(xs)), max(0.1, max(ys) - min(ys))
+    xlim = (min(xs) - 0.08 * span_x, max(xs) + 0.25 * span_x)  # room for labels on the right
+    ylim = (min(ys) - 0.1 * span_y, max(ys) + 0.1 * span_y)
 
-    fig, ax = plt.subplots(figsize=(9, 7), dpi=120)
-    # Iso-Score lines 0.5 x + 0.5 y = s, every 0.05 across the visible range.
-    lo, hi = 0.5 * (xlim[0] + ylim[0]), 0.5 * (xlim[1] + ylim[1])
-    step = 0.05 if hi - lo < 1.0 else 0.1
-    s = math.ceil(lo / step) * step
-    while s <= hi:
-        x = [xlim[0], xlim[1]]
-        ax.plot(x, [2 * s - v for v in x], color="0.8", lw=0.8, zorder=0)
-        # Label where the line leaves the plot on the right or on top.
-        lx = min(xlim[1], 2 * s - ylim[0]) - 0.01 * (xlim[1] - xlim[0])
-        ly = 2 * s - lx
-        if ylim[0] <= ly <= ylim[1] and xlim[0] <= lx <= xlim[1]:
-            ax.text(lx, ly, f"Score {s:.2f}", fontsize=7, color="0.5", ha="right", va="bottom", rotation=-30)
-        s += step
-
-    for r in pts:
-        is_base = r["lane"] == BASE
-        ax.scatter(r["SpeedNorm"], r["PerfNorm"], s=60 if is_base else 30,
-                   marker="*" if is_base else "o", color="black" if is_base else "tab:blue", zorder=3)
-        ax.annotate(r["lane"] + (" (reference)" if is_base else ""), (r["SpeedNorm"], r["PerfNorm"]),
-                    xytext=(5, 4), textcoords="offset points", fontsize=8, zorder=4)
-        if isinstance(r.get("rank"), int) and r["rank"] <= 3:
-            ax.scatter(r["SpeedNorm"], r["PerfNorm"], s=320, facecolors="none",
-                       edgecolors="tab:red", linewidths=1.8, zorder=2)
-            ax.annotate(f"#{r['rank']}", (r["SpeedNorm"], r["PerfNorm"]), xytext=(-9, -16),
-                        textcoords="offset points", fontsize=10, color="tab:red", weight="bold", zorder=4)
+    fig, ax = plt.subplots(figsize=(10, 7), dpi=120)
     ax.set_xlim(*xlim)
     ax.set_ylim(*ylim)
+    # Iso-Score lines 0.5 x + 0.5 y = s (slope -1) across the visible range, each labelled
+    # along itself, just inside its upper-left end (where it enters at the top or the left).
+    lo, hi = 0.5 * (xlim[0] + ylim[0]), 0.5 * (xlim[1] + ylim[1])
+    step = next(st for st in (0.025, 0.05, 0.1, 0.25, 0.5) if (hi - lo) / st <= 14)
+    inset = 0.015 * (xlim[1] - xlim[0])
+    for i in range(math.ceil(lo / step), math.floor(hi / step) + 1):
+        s = i * step
+        ax.plot(xlim, [2 * s - x for x in xlim], color="0.75", lw=0.8, zorder=0)
+        x = max(xlim[0], 2 * s - ylim[1]) + inset
+        text = ax.text(x, 2 * s - x, f"Score {s:.3g}", fontsize=7, color="0.45", ha="left", va="bottom",
+                       rotation=-45, rotation_mode="anchor", transform_rotates_text=True,
+                       clip_on=True, zorder=1, bbox=dict(facecolor="white", edgecolor="none", pad=0.3))
+        text.set_in_layout(False)
+
+    taken = []
+    # Best ranks first, so theirs are the labels that get the preferred spots.
+    for r in sorted(pts, key=lambda r: r["rank"] if isinstance(r.get("rank"), int) else math.inf):
+        xy = (r["SpeedNorm"], r["PerfNorm"])
+        is_base = r["lane"] == BASE
+        ax.scatter(*xy, s=90 if is_base else 30, marker="*" if is_base else "o",
+                   color="black" if is_base else "tab:blue", zorder=3)
+        top = isinstance(r.get("rank"), int) and r["rank"] <= 3
+        if top:
+            ax.scatter(*xy, s=320, facecolors="none", edgecolors="tab:red", linewidths=1.8, zorder=2)
+        label = f"#{r['rank']} {r['lane']}" if top else r["lane"] + (" (reference)" if is_base else "")
+        _place_label(ax, xy, label, taken, gap=7 if top else 0)
     ax.set_xlabel("SpeedNorm = 1 - spt / spt_base  (faster →)")
     ax.set_ylabel("PerfNorm = Perf / Perf_base  (more accurate ↑)")
-    ax.set_title("Lanes against the base model (grey: iso-Score lines; red rings: top 3)")
-    ax.grid(True, alpha=0.3)
+    ax.set_title("Lanes against the base model (grey: iso-Score lines; red rings: top 3 by Score)")
+    ax.grid(True, alpha=0.25)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

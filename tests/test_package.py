@@ -1,0 +1,145 @@
+"""Packaging the top-k lanes (workflow_scripts/package.py): zip layout, the gate, fallback to
+the next lane, no half package. Only test_serve_check_generates_with_vllm starts vLLM (~60 s);
+the others pass --skip-serve-check."""
+import csv
+import json
+import shutil
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from workflow_scripts import package
+
+REPO = Path(__file__).resolve().parent.parent
+SERVE_PY = REPO / ".venv-serve" / "bin" / "python"
+
+
+def spec(top_k=3, max_zip_gb=10, max_unpacked_gb=32):
+    return {"package": {"top_k": top_k, "max_zip_gb": max_zip_gb, "max_unpacked_gb": max_unpacked_gb},
+            "serve": {"python": ".venv-serve/bin/python", "max_model_len": 1024,
+                      "gpu_memory_utilization": 0.05, "kv_cache_space_gib": 1, "seed": 42}}
+
+
+def write_summary(path, lanes):
+    """A summary.csv as report.py writes it: base as reference, lanes with (model, Score)."""
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=["rank", "lane", "chain", "model", "status", "Score"])
+        w.writeheader()
+        w.writerow({"rank": "ref", "lane": "base", "chain": "", "model": "base", "status": "ok", "Score": "0.5"})
+        for i, (lane, score, status) in enumerate(lanes, 1):
+            w.writerow({"rank": i if score else "", "lane": lane, "chain": lane, "model": f"base.{lane}",
+                        "status": status, "Score": score})
+
+
+@pytest.fixture
+def models(tmp_path, tiny_model_dir):
+    """results/models with the tiny model under several lane names (plus a stage side file)."""
+    d = tmp_path / "models"
+    for lane in ("a", "b", "c", "d"):
+        shutil.copytree(tiny_model_dir, d / f"base.{lane}")
+        (d / f"base.{lane}" / "quantize.json").write_text("{}")
+    shutil.copytree(tiny_model_dir, d / "base")
+    return d
+
+
+def run(tmp_path, models, lanes, skip_serve=True, **limits):
+    write_summary(tmp_path / "summary.csv", lanes)
+    out = tmp_path / "submissions"
+    argv = ["--summary", str(tmp_path / "summary.csv"), "--models-dir", str(models),
+            "--spec", json.dumps(spec(**limits)), "--out", str(out)]
+    assert package.main(argv + (["--skip-serve-check"] if skip_serve else [])) == 0
+    return out, json.loads((out / "manifest.json").read_text())
+
+
+def test_ships_top_k_in_score_order_with_model_at_zip_root(tmp_path, models):
+    lanes = [("b", "0.71", "ok"), ("a", "0.64", "ok"), ("c", "0.52", "ok"),
+             ("d", "", "unsupported")]
+    out, manifest = run(tmp_path, models, lanes, top_k=2)
+    assert [(e["k"], e["lane"]) for e in manifest["shipped"]] == [(1, "b"), (2, "a")]
+    assert manifest["rejected"] == []
+    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "submit_top1.zip", "submit_top2.zip",
+                                                     "top1", "top2"]
+    for entry in manifest["shipped"]:
+        zip_path = out / entry["zip"]
+        assert entry["zip_bytes"] == zip_path.stat().st_size
+        assert entry["gate"] == {"size": "ok", "load": "ok", "serve": "skipped (--skip-serve-check)"}
+        with zipfile.ZipFile(zip_path) as zf:
+            names = zf.namelist()
+            assert zf.testzip() is None
+        assert "model/config.json" in names and "model/model.safetensors" in names
+        assert "model/quantize.json" not in names  # a stage's side file is not part of the model
+        assert all(n.startswith("model/") and n.count("/") == 1 for n in names)
+        assert entry["unpacked_bytes"] == sum((out / entry["model"] / Path(n).name).stat().st_size for n in names)
+    # No temporary folder is left beside the package.
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".submissions")] == []
+
+
+def test_unpacked_submission_reloads_and_generates(tmp_path, models):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    out, _ = run(tmp_path, models, [("a", "0.6", "ok")], top_k=1)
+    with zipfile.ZipFile(out / "submit_top1.zip") as zf:
+        zf.extractall(tmp_path / "unzipped")
+    model_dir = tmp_path / "unzipped" / "model"
+    tok = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, local_files_only=True)
+    ids = tok.apply_chat_template([{"role": "user", "content": "hi"}], add_generation_prompt=True,
+                                  return_tensors="pt", return_dict=True)["input_ids"]
+    new = model.generate(ids, max_new_tokens=3, do_sample=False)
+    assert new.shape[1] == ids.shape[1] + 3
+
+
+def test_gate_failure_skips_to_next_lane(tmp_path, models):
+    (models / "base.b" / "config.json").write_text("{corrupt")
+    (models / "base.a" / "config.json").write_text(json.dumps({"model_type": "no_such_architecture"}))
+    lanes = [("b", "0.9", "ok"), ("a", "0.8", "ok"), ("c", "0.7", "ok"), ("d", "0.6", "ok")]
+    out, manifest = run(tmp_path, models, lanes, top_k=2)
+    assert [(e["k"], e["lane"]) for e in manifest["shipped"]] == [(1, "c"), (2, "d")]
+    rejected = {r["lane"]: r for r in manifest["rejected"]}
+    assert sorted(rejected) == ["a", "b"]
+    assert "config.json is unreadable" in rejected["b"]["reason"]
+    assert "transformers cannot load it" in rejected["a"]["reason"]
+    assert rejected["a"]["gate"]["size"] == "ok" and rejected["a"]["gate"]["load"] != "ok"
+    # The rejected candidates left no files: top1/top2 are c and d.
+    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "submit_top1.zip", "submit_top2.zip",
+                                                     "top1", "top2"]
+
+
+def test_size_limit_rejects_every_candidate(tmp_path, models):
+    out, manifest = run(tmp_path, models, [("a", "0.6", "ok"), ("b", "0.55", "ok")], max_unpacked_gb=1e-6)
+    assert manifest["shipped"] == []
+    assert [r["lane"] for r in manifest["rejected"]] == ["a", "b"]
+    assert all("over max_unpacked_gb" in r["reason"] for r in manifest["rejected"])
+    assert sorted(p.name for p in out.iterdir()) == ["manifest.json"]
+
+
+def test_crash_leaves_no_half_package(tmp_path, models, monkeypatch):
+    def boom(_):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(package, "gate_load", boom)
+    write_summary(tmp_path / "summary.csv", [("a", "0.6", "ok")])
+    with pytest.raises(RuntimeError, match="disk full"):
+        package.package(tmp_path / "summary.csv", models, spec(), tmp_path / "submissions", skip_serve_check=True)
+    assert not (tmp_path / "submissions").exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".submissions")] == []
+
+
+@pytest.mark.skipif(not SERVE_PY.exists(), reason="no serve env (.venv-serve)")
+def test_serve_check_generates_with_vllm(tmp_path, models):
+    """The full gate, vLLM included: one candidate, ~60 s on a 2-core CPU."""
+    out, manifest = run(tmp_path, models, [("a", "0.6", "ok")], skip_serve=False, top_k=1)
+    assert manifest["serve_check"] is True
+    assert [e["lane"] for e in manifest["shipped"]] == ["a"]
+    assert manifest["shipped"][0]["gate"] == {"size": "ok", "load": "ok", "serve": "ok"}
+
+
+def test_serve_failure_reason_is_the_root_cause():
+    lines = ["INFO starting", "Traceback (most recent call last):",
+             '(Worker pid=1) ERROR [x.py:9]   File "loader.py", line 3, in load',
+             "(Worker pid=1) ERROR [x.py:9] safetensors._safetensors_rust.SafetensorError: incomplete metadata",
+             "RuntimeError: Engine core initialization failed. See root cause above."]
+    assert package.root_cause(lines) == "safetensors._safetensors_rust.SafetensorError: incomplete metadata"
+    assert package.root_cause(["error: model m: config.json is unreadable"]) == \
+        "error: model m: config.json is unreadable"

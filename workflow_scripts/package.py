@@ -1,0 +1,317 @@
+"""Package the top-k lanes as submissions, each through a gate: it loads, it serves, it fits.
+
+    python -m workflow_scripts.package --summary results/summary.csv --models-dir results/models \
+        --spec JSON --out results/submissions [--skip-serve-check]
+    <serve python> -m workflow_scripts.package --serve-check DIR [--spec JSON]
+
+--spec: config `package` (top_k, max_zip_gb, max_unpacked_gb) and `serve` (python,
+max_model_len, gpu_memory_utilization, kv_cache_space_gib, seed).
+
+The scored lanes (not the base) are walked in Score order. Each candidate's model files are
+zipped as OUT/submit_top{k}.zip (model/ at the zip root), the zip is unpacked to OUT/top{k}/model
+and that unpacked copy must pass the gate:
+  size   the zip <= max_zip_gb and the unpacked model <= max_unpacked_gb (GB = 1e9 bytes);
+  load   AutoTokenizer + AutoModelForCausalLM load it with local_files_only (this process,
+         compress env), and the tokenizer has a chat template;
+  serve  the serve env's vLLM starts on it and generates from a chat-templated prompt
+         (a subprocess running this module's --serve-check mode).
+A candidate that fails is not shipped (its files are removed), the reason goes to the manifest,
+and the next lane takes its place, until top_k are shipped or candidates run out.
+Everything is built in a temporary folder beside OUT and renamed to OUT at the end, so a crash
+leaves no half package. --skip-serve-check is for tests only (the check takes ~30 s a model).
+
+This module is also run by the serve env (--serve-check): its top level imports only the
+standard library and workflow_scripts.common; transformers / vLLM are imported where used.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import fnmatch
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+
+from workflow_scripts.common import StageError, run_cli
+
+REPO = Path(__file__).resolve().parent.parent
+GB = 1e9
+# What a model folder needs to load and serve; a stage's own side files (quantize.json,
+# sft_metrics.json, recipe.yaml, ...) stay behind.
+MODEL_FILES = ["config.json", "generation_config.json", "*.safetensors", "*.safetensors.index.json",
+               "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
+               "chat_template.jinja", "chat_template.json", "vocab.json", "vocab.txt", "merges.txt",
+               "tokenizer.model", "*.tiktoken"]
+SERVE_CHECK_PROMPT = "Hello! Please introduce yourself in one sentence."
+SERVE_CHECK_TIMEOUT_S = 1200
+
+
+# --- candidates ----------------------------------------------------------------------------
+
+def candidates(summary_csv):
+    """The scored lanes of summary.csv (base excluded), best Score first."""
+    path = Path(summary_csv)
+    if not path.is_file():
+        raise StageError(f"summary {path}: file does not exist")
+    with path.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    out = []
+    for r in rows:
+        if r.get("lane") == "base" or r.get("status") != "ok" or not r.get("Score"):
+            continue
+        r["Score"] = float(r["Score"])
+        # The model folder name; summaries without the column have the chain 'r1>r2'.
+        r["model"] = r.get("model") or ".".join(["base", *filter(None, (r.get("chain") or "").split(">"))])
+        out.append(r)
+    return sorted(out, key=lambda r: -r["Score"])
+
+
+def model_files(model_dir):
+    """The files a model needs, or a StageError saying why the folder cannot be shipped."""
+    model_dir = Path(model_dir)
+    if not (model_dir / "config.json").is_file():
+        raise StageError(f"model {model_dir}: no config.json (folder missing or not a model)")
+    try:
+        config = json.loads((model_dir / "config.json").read_text())
+    except json.JSONDecodeError as e:
+        raise StageError(f"model {model_dir}: config.json is unreadable ({e})") from None
+    patterns = MODEL_FILES + (["*.py"] if config.get("auto_map") else [])  # remote code, if any
+    files = sorted(p for p in model_dir.iterdir()
+                   if p.is_file() and any(fnmatch.fnmatch(p.name, pat) for pat in patterns))
+    if not any(p.suffix == ".safetensors" for p in files):
+        raise StageError(f"model {model_dir}: no *.safetensors weights")
+    return files
+
+
+def write_zip(files, zip_path):
+    """model/<file> for each file. Weights barely compress: level 1 keeps multi-GB zips fast."""
+    with zipfile.ZipFile(zip_path, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
+        for p in files:
+            zf.write(p, f"model/{p.name}")
+
+
+def unpack(zip_path, dest):
+    """Unpack the zip into `dest` (so dest/model is what a grader sees); its size in bytes."""
+    with zipfile.ZipFile(zip_path) as zf:
+        zf.extractall(dest)
+        return sum(i.file_size for i in zf.infolist())
+
+
+# --- the gate ------------------------------------------------------------------------------
+
+def one_line(e):
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0] if text else ''}"[:300]
+
+
+def gate_size(zip_bytes, unpacked_bytes, pkg):
+    max_zip, max_unpacked = float(pkg["max_zip_gb"]), float(pkg["max_unpacked_gb"])
+    if zip_bytes > max_zip * GB:
+        return f"zip is {zip_bytes / GB:.3f} GB, over max_zip_gb {max_zip}"
+    if unpacked_bytes > max_unpacked * GB:
+        return f"unpacked model is {unpacked_bytes / GB:.3f} GB, over max_unpacked_gb {max_unpacked}"
+    return None
+
+
+def gate_load(model_dir):
+    """None when transformers loads tokenizer and model from the folder alone, else why not."""
+    import gc
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        tok = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
+        model = AutoModelForCausalLM.from_pretrained(model_dir, local_files_only=True)
+    except Exception as e:  # noqa: BLE001 - any failure to load is the gate's answer
+        return f"transformers cannot load it ({one_line(e)})"
+    missing_template = not tok.chat_template
+    del model, tok
+    gc.collect()
+    return "the tokenizer has no chat template" if missing_template else None
+
+
+def serve_python(serve):
+    """The serve env's interpreter; a relative path is relative to the repository."""
+    p = Path(serve.get("python") or "")
+    p = p if p.is_absolute() else REPO / p
+    if not p.is_file():
+        raise StageError(f"serve.python {p}: no such interpreter (create the serve env, or set serve.python)")
+    return p
+
+
+def gate_serve(model_dir, spec):
+    """None when the serve env's vLLM generates from the model (subprocess), else why not."""
+    cmd = [str(serve_python(spec.get("serve") or {})), "-m", "workflow_scripts.package",
+           "--serve-check", str(Path(model_dir).resolve()), "--spec", json.dumps(spec)]
+    env = dict(os.environ, PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1")
+    try:
+        proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True,
+                              timeout=SERVE_CHECK_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        return f"vLLM serve check timed out after {SERVE_CHECK_TIMEOUT_S} s"
+    lines = [l.strip() for l in (proc.stdout + "\n" + proc.stderr).splitlines() if l.strip()]
+    if proc.returncode == 0:
+        print(f"  serve: {next((l for l in reversed(lines) if l.startswith('serve check')), 'ok')}")
+        return None
+    print("\n".join(lines[-40:]), file=sys.stderr)  # the tail of vLLM's output, into the rule's log
+    return f"vLLM serve check failed (exit {proc.returncode}): {root_cause(lines)[:300]}"
+
+
+EXCEPTION_LINE = re.compile(r"(?:[A-Za-z_]\w*\.)*[A-Za-z_]\w*(?:Error|Exception): .*")
+
+
+def root_cause(lines):
+    """The first exception raised after the first traceback (vLLM's own last line only says
+    "Engine core initialization failed. See root cause above"), else the last line."""
+    start = next((i for i, l in enumerate(lines) if "Traceback (most recent call last)" in l), None)
+    if start is not None:
+        for line in lines[start:]:
+            m = EXCEPTION_LINE.search(line)
+            if m:
+                return m.group(0)
+    return lines[-1] if lines else "no output"
+
+
+def serve_check(model_dir, spec):
+    """Serve env: start vLLM on the model, generate a few tokens from a chat prompt. 0 = ok."""
+    model_dir = Path(model_dir)
+    serve = (spec or {}).get("serve") or {}
+    if serve.get("kv_cache_space_gib"):
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(serve["kv_cache_space_gib"]))
+    try:
+        config = json.loads((model_dir / "config.json").read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise StageError(f"model {model_dir}: config.json is unreadable ({e})") from None
+    from vllm import LLM, SamplingParams
+
+    # A check, not a benchmark: the configured context, capped at what the model supports.
+    max_len = min(int(serve.get("max_model_len") or 2048),
+                  int(config.get("max_position_embeddings") or 2048))
+    llm = LLM(model=str(model_dir), max_model_len=max_len, enforce_eager=True,
+              gpu_memory_utilization=float(serve.get("gpu_memory_utilization") or 0.5),
+              seed=int(serve.get("seed") or 42))
+    out = llm.chat([{"role": "user", "content": SERVE_CHECK_PROMPT}],
+                   SamplingParams(max_tokens=8, temperature=0.0), use_tqdm=False)
+    generated = out[0].outputs[0]
+    if not generated.token_ids:
+        print("serve check failed: vLLM generated no tokens", file=sys.stderr)
+        return 1
+    print(f"serve check ok: {len(generated.token_ids)} tokens generated: {generated.text!r}")
+    return 0
+
+
+# --- packaging -----------------------------------------------------------------------------
+
+def try_candidate(row, models_dir, spec, work, k, skip_serve_check):
+    """Zip, unpack and gate one lane as top{k} inside `work`. Returns (entry, reason or None);
+    on failure its files are removed."""
+    zip_path, unpacked = work / f"submit_top{k}.zip", work / f"top{k}"
+    gate = {"size": None, "load": None, "serve": None}
+    entry = {"k": k, "lane": row["lane"], "score": row["Score"], "model_from": str(Path(models_dir) / row["model"]),
+             "zip": zip_path.name, "model": f"top{k}/model", "gate": gate}
+
+    def verdict(check, reason):
+        gate[check] = reason or "ok"
+        return reason
+
+    try:
+        files = model_files(Path(models_dir) / row["model"])
+        write_zip(files, zip_path)
+        entry["unpacked_bytes"] = unpack(zip_path, unpacked)
+        entry["zip_bytes"] = zip_path.stat().st_size
+        reason = (verdict("size", gate_size(entry["zip_bytes"], entry["unpacked_bytes"], spec["package"]))
+                  or verdict("load", gate_load(unpacked / "model")))
+        if not reason and skip_serve_check:
+            gate["serve"] = "skipped (--skip-serve-check)"
+        elif not reason:
+            reason = verdict("serve", gate_serve(unpacked / "model", spec))
+    except StageError as e:
+        reason = str(e)
+    if reason:
+        zip_path.unlink(missing_ok=True)
+        shutil.rmtree(unpacked, ignore_errors=True)
+    return entry, reason
+
+
+def package(summary, models_dir, spec, out, skip_serve_check=False):
+    """Ship up to package.top_k lanes that pass the gate; write OUT/manifest.json. Returns it."""
+    out = Path(out)
+    pkg = spec.get("package") or {}
+    for key in ("top_k", "max_zip_gb", "max_unpacked_gb"):
+        if pkg.get(key) is None:
+            raise StageError(f"--spec: package.{key} is required")
+    if not skip_serve_check:
+        serve_python(spec.get("serve") or {})  # fail before zipping anything
+    ranked = candidates(summary)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    work.chmod(0o777 & ~umask)  # mkdtemp makes it private; the package is an ordinary folder
+    manifest = {"top_k": int(pkg["top_k"]), "limits_gb": {"zip": pkg["max_zip_gb"], "unpacked": pkg["max_unpacked_gb"]},
+                "serve_check": not skip_serve_check, "shipped": [], "rejected": []}
+    try:
+        for row in ranked:
+            if len(manifest["shipped"]) >= manifest["top_k"]:
+                break
+            k = len(manifest["shipped"]) + 1
+            print(f"candidate top{k}: {row['lane']} (Score {row['Score']:.4f})")
+            entry, reason = try_candidate(row, models_dir, spec, work, k, skip_serve_check)
+            if reason:
+                print(f"  rejected: {reason}")
+                manifest["rejected"].append({"lane": row["lane"], "score": row["Score"], "reason": reason,
+                                             "gate": entry["gate"]})
+            else:
+                print(f"  shipped as {entry['zip']} ({entry['zip_bytes'] / 1e6:.1f} MB zipped, "
+                      f"{entry['unpacked_bytes'] / 1e6:.1f} MB unpacked)")
+                manifest["shipped"].append(entry)
+        (work / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+        # Swap the finished folder in; the old one (if any) goes only after the new is in place.
+        old = None
+        if out.exists():
+            old = out.with_name(f".{out.name}.old-{os.getpid()}")
+            out.rename(old)
+        work.rename(out)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    if not manifest["shipped"]:
+        print(f"warning: no lane passed the gate ({len(ranked)} candidates); see {out / 'manifest.json'}",
+              file=sys.stderr)
+    return manifest
+
+
+def main(argv):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--summary", help="results/summary.csv")
+    ap.add_argument("--models-dir", help="results/models")
+    ap.add_argument("--spec", default="{}", help="JSON with config package and serve")
+    ap.add_argument("--out", help="results/submissions")
+    ap.add_argument("--skip-serve-check", action="store_true",
+                    help="tests only: skip the vLLM generation check (recorded in the manifest)")
+    ap.add_argument("--serve-check", metavar="DIR",
+                    help="(serve env) start vLLM on DIR and generate a few tokens; exit 0 on success")
+    args = ap.parse_args(argv)
+    try:
+        spec = json.loads(args.spec)
+    except json.JSONDecodeError as e:
+        raise StageError(f"--spec: not valid JSON ({e})") from None
+    if args.serve_check:
+        return serve_check(args.serve_check, spec)
+    if not (args.summary and args.models_dir and args.out):
+        ap.error("--summary, --models-dir and --out are required (or --serve-check DIR)")
+    manifest = package(args.summary, args.models_dir, spec, args.out, args.skip_serve_check)
+    print(f"shipped {[e['lane'] for e in manifest['shipped']]}, "
+          f"rejected {[r['lane'] for r in manifest['rejected']]} -> {args.out}/manifest.json")
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)
