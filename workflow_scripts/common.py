@@ -84,7 +84,7 @@ def is_quantized(path) -> bool:
 
 def load_model(path, dtype=None, device=None):
     """AutoModelForCausalLM + tokenizer from a local folder, with clear errors."""
-    import torch
+    from safetensors import SafetensorError
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     check_model_dir(path)
@@ -92,7 +92,7 @@ def load_model(path, dtype=None, device=None):
     try:
         tok = AutoTokenizer.from_pretrained(path, local_files_only=True)
         model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype or dt, local_files_only=True)
-    except (OSError, ValueError, KeyError, RuntimeError) as e:
+    except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as e:
         raise StageError(f"model {path}: cannot be loaded ({str(e).splitlines()[0]})") from None
     return model.to(device or dev), tok
 

@@ -34,16 +34,6 @@ def parse_args(argv):
     return p.parse_args(argv)
 
 
-def load_parent(model_dir):
-    """common.load_model, with a truncated/corrupt safetensors file as a one-line error too."""
-    from safetensors import SafetensorError
-
-    try:
-        return load_model(model_dir)
-    except SafetensorError as e:
-        raise StageError(f"model {model_dir}: cannot be loaded ({e})") from None
-
-
 def check_targets(model, targets, model_dir):
     """Every target module name must match at least one Linear layer (peft only complains
     when none of them match, and would silently train fewer layers than asked)."""
@@ -87,7 +77,7 @@ def main(argv) -> int:
     set_seed()
     limit_threads()
 
-    model, tok = load_parent(args.model)
+    model, tok = load_model(args.model)
     check_targets(model, recipe["target_modules"], args.model)
     max_len = int(recipe.get("max_seq_length", 2048))
     batch = int(recipe.get("batch_size", 8))
