@@ -116,11 +116,11 @@ def calibration_dataset(calib_path, tokenizer, n, max_len):
 
 def quantize(model_dir, calib_path, recipe, out):
     """Quantize `model_dir` by `recipe` into `out` (atomically). Returns the quantize.json dict."""
-    from llmcompressor import oneshot
-
     model_dir, out = Path(model_dir), Path(out)
     if "quantization_config" in check_model_dir(model_dir):
         raise StageError(f"model {model_dir}: is already quantized (config.json has quantization_config)")
+    from llmcompressor import oneshot  # slow import: only once the input looks right
+
     set_seed()
     _, dtype = device_and_dtype()
     # Loaded on CPU: llmcompressor's sequential pipeline moves one layer at a time to the GPU.
