@@ -1,0 +1,206 @@
+"""Evaluation (workflow_scripts/evaluate.py): one end-to-end run in the serve env with vLLM on the
+tiny model, the unsupported-format path without an engine, and the pure helpers."""
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from workflow_scripts import answers, evaluate
+from workflow_scripts.common import StageError
+
+REPO = Path(__file__).resolve().parent.parent
+SERVE_PY = REPO / ".venv-serve" / "bin" / "python"
+needs_serve = pytest.mark.skipif(not SERVE_PY.exists(), reason="serve env .venv-serve not installed")
+
+BENCHMARKS = {
+    "t_mcqa": {"kind": "mcqa", "prompt_template": "mcqa_ko", "parser": "mcqa", "metric": "accuracy",
+               "weight": 1.0, "max_samples": 4, "max_new_tokens": 8},
+    "t_longqa": {"kind": "longqa", "prompt_template": "longqa_ko", "parser": "text", "metric": "f1",
+                 "weight": 0.5, "max_samples": None, "max_new_tokens": 8, "context_tokens": 200},
+    "t_mtbench": {"kind": "mtbench", "prompt_template": "chat", "parser": "judge", "metric": "judge_score",
+                  "weight": 1.0, "max_samples": 8, "max_new_tokens": 8},
+}
+SPEC = {
+    "benchmarks": BENCHMARKS,
+    # max_model_len above the tiny model's 512 positions: capped by evaluate. Eager: no compile.
+    "serve": {"python": str(SERVE_PY), "max_model_len": 1024, "gpu_memory_utilization": 0.05,
+              "kv_cache_space_gib": 1, "seed": 42, "enforce_eager": True},
+    "speed": {"score_uses": "server", "micro_prompt_tokens": 16, "micro_new_tokens": 16, "micro_runs": 3},
+    "judge": {"model": None},
+}
+METRICS_KEYS = {"lane", "chain", "model_dir", "status", "reason", "benchmarks", "speed", "size_bytes",
+                "engine_memory_bytes", "quantization", "runtime"}
+SPEED_KEYS = {"server_sec_per_token", "generated_tokens", "generation_seconds", "micro_sec_per_token",
+              "micro_runs_sec_per_token"}
+ROW_KEYS = {"benchmark", "id", "prompt", "response", "parsed", "gold", "tokens"}
+COLORS = ["빨강", "파랑", "초록", "노랑"]
+TEN = [f"보기{k}" for k in range(10)]
+
+
+def _write_jsonl(path, rows):
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+
+
+@pytest.fixture(scope="module")
+def bench_dir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("bench")
+    mcqa = [{"id": f"m{i}", "question": f"{c}의 상징색은 무엇인가요?", "options": COLORS, "answer": i + 1}
+            for i, c in enumerate(["서울", "부산", "대구"])]
+    mcqa.append({"id": "m10", "question": "열 개의 보기 중 정답은?", "options": TEN, "answer": 10})
+    mcqa.append({"id": "m-extra", "question": "max_samples leaves this out", "options": COLORS, "answer": 1})
+    _write_jsonl(d / "t_mcqa.jsonl", mcqa)
+    # A context far longer than context_tokens (200): truncated, not dropped.
+    _write_jsonl(d / "t_longqa.jsonl", [{"id": "l0", "context": "서울의 상징색은 빨강입니다. " * 400,
+                                         "question": "서울의 상징색은?", "answer": "빨강", "titles": ["서울"]}])
+    _write_jsonl(d / "t_mtbench.jsonl", [{"id": "t0", "category": "writing",
+                                          "turns": ["서울을 소개해 주세요.", "한 문장으로 줄여 주세요."],
+                                          "reference": None}])
+    return d
+
+
+def _run(args, timeout=300):
+    return subprocess.run([str(SERVE_PY), "-m", "workflow_scripts.evaluate", *map(str, args)], cwd=REPO,
+                          capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, "OMP_NUM_THREADS": "2", "PYTHONPATH": str(REPO),
+                               "TOKENIZERS_PARALLELISM": "false"})
+
+
+@needs_serve
+def test_end_to_end_on_tiny_model(tiny_model_dir, bench_dir, tmp_path):
+    model = tmp_path / "base"
+    shutil.copytree(tiny_model_dir, model)
+    out, items_path = tmp_path / "metrics" / "base.json", tmp_path / "metrics" / "base.items.jsonl"
+    proc = _run(["--model", model, "--lane", "base", "--chain", "[]", "--bench-dir", bench_dir,
+                 "--spec", json.dumps(SPEC), "--out", out, "--items", items_path])
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+    m = json.loads(out.read_text())
+    assert set(m) == METRICS_KEYS
+    assert (m["lane"], m["chain"], m["status"], m["reason"], m["quantization"]) == ("base", [], "ok", None, None)
+    b = m["benchmarks"]
+    assert set(b) == set(BENCHMARKS)
+    assert b["t_mcqa"]["metric"] == "accuracy" and b["t_mcqa"]["n"] == 4 and 0 <= b["t_mcqa"]["value"] <= 1
+    assert b["t_longqa"]["metric"] == "f1" and b["t_longqa"]["weight"] == 0.5 and 0 <= b["t_longqa"]["value"] <= 1
+    assert b["t_mtbench"]["value"] is None and b["t_mtbench"]["note"] == "no judge configured"
+
+    s = m["speed"]
+    assert set(s) == SPEED_KEYS
+    assert s["server_sec_per_token"] > 0 and s["generated_tokens"] > 0
+    assert s["server_sec_per_token"] == pytest.approx(s["generation_seconds"] / s["generated_tokens"])
+    assert len(s["micro_runs_sec_per_token"]) == 3 and min(s["micro_runs_sec_per_token"]) > 0
+    assert s["micro_sec_per_token"] == sorted(s["micro_runs_sec_per_token"])[1]
+    assert m["size_bytes"] == sum(p.stat().st_size for p in model.rglob("*") if p.is_file())
+    assert m["engine_memory_bytes"] > 10 * 2**20
+    assert m["runtime"]["device"] == "cpu" and m["runtime"]["vllm"] and m["runtime"]["max_model_len"] == 512
+
+    rows = [json.loads(line) for line in items_path.read_text().splitlines()]
+    assert len(rows) == 4 + 1 + 2  # one row per generation: mtbench has two turns
+    assert all(ROW_KEYS <= set(r) for r in rows)
+    assert s["generated_tokens"] == sum(r["tokens"] for r in rows)
+    mc = [r for r in rows if r["benchmark"] == "t_mcqa"]
+    assert [r["id"] for r in mc] == ["m0", "m1", "m2", "m10"]
+    for r in mc:  # the chat template was applied, and the score follows from the parse
+        assert r["prompt"].startswith("[|user|]") and r["prompt"].endswith("[|assistant|]")
+        assert r["parsed"] == answers.parse_mcqa(r["response"], TEN if r["id"] == "m10" else COLORS)
+        assert r["correct"] == (r["parsed"] == r["gold"])
+    assert b["t_mcqa"]["value"] == pytest.approx(sum(r["correct"] for r in mc) / 4)
+    (lq,) = [r for r in rows if r["benchmark"] == "t_longqa"]
+    assert 0 < lq["context_tokens"] <= 200 and "서울의 상징색은 빨강" in lq["prompt"]
+    assert lq["score"] == pytest.approx(answers.f1_score(lq["parsed"], "빨강"))
+    t1, t2 = [r for r in rows if r["benchmark"] == "t_mtbench"]
+    assert (t1["turn"], t2["turn"]) == (1, 2) and t1["score"] is None
+    assert "서울을 소개해 주세요." in t2["prompt"] and t1["response"] in t2["prompt"]
+    assert t2["prompt"].index("한 문장으로") > t2["prompt"].index("서울을 소개")
+
+
+W8A16_QCONFIG = {
+    "quant_method": "compressed-tensors", "format": "pack-quantized", "quantization_status": "compressed",
+    "config_groups": {"group_0": {"targets": ["Linear"], "input_activations": None, "format": "pack-quantized",
+                                  "weights": {"num_bits": 8, "type": "int", "strategy": "group",
+                                              "group_size": 128, "symmetric": True, "dynamic": False}}},
+    "ignore": ["lm_head"],
+}
+
+
+@needs_serve
+def test_w8a16_is_unsupported_on_cpu_without_an_engine(tiny_model_dir, bench_dir, tmp_path):
+    model = tmp_path / "w8a16"
+    model.mkdir()
+    config = json.loads((tiny_model_dir / "config.json").read_text())
+    (model / "config.json").write_text(json.dumps({**config, "quantization_config": W8A16_QCONFIG}))
+    out, items_path = tmp_path / "w8a16.json", tmp_path / "w8a16.items.jsonl"
+    proc = _run(["--model", model, "--lane", "w8a16", "--chain", '["gptq_w8a16"]', "--bench-dir", bench_dir,
+                 "--spec", json.dumps(SPEC), "--out", out, "--items", items_path], timeout=60)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "LLM engine" not in proc.stdout + proc.stderr  # no engine was started (there are no weights)
+    m = json.loads(out.read_text())
+    assert set(m) == METRICS_KEYS
+    assert m["status"] == "unsupported" and "W8A16" in m["reason"] and "\n" not in m["reason"]
+    assert m["quantization"]["scheme"] == "W8A16" and m["chain"] == ["gptq_w8a16"]
+    assert all(e["value"] is None for e in m["benchmarks"].values()) and set(m["benchmarks"]) == set(BENCHMARKS)
+    assert items_path.read_text() == ""
+
+
+def _group(wbits, wtype="int", act=None):
+    return {"weights": {"num_bits": wbits, "type": wtype}, "input_activations": act}
+
+
+@pytest.mark.parametrize("groups,scheme,cpu_ok", [
+    ([_group(4)], "W4A16", True),
+    ([_group(8)], "W8A16", False),
+    ([_group(8, act={"num_bits": 8, "type": "int", "dynamic": True})], "W8A8", True),
+    ([_group(8, act={"num_bits": 8, "type": "int", "dynamic": False})], "W8A8-static", True),
+    ([_group(8, "float", {"num_bits": 8, "type": "float", "dynamic": True})], "FP8-dynamic", True),
+    ([_group(8, "float", {"num_bits": 8, "type": "float", "dynamic": False})], "FP8-static", False),
+    ([_group(4), _group(8)], "W4A16+W8A16", False),
+])
+def test_capability_table(groups, scheme, cpu_ok):
+    q = {"quant_method": "compressed-tensors", "format": "pack-quantized",
+         "config_groups": {f"group_{i}": g for i, g in enumerate(groups)}}
+    summary = evaluate.quant_summary({"quantization_config": q})
+    assert summary["scheme"] == scheme
+    assert (evaluate.unsupported_reason(summary, "cpu") is None) == cpu_ok
+    assert evaluate.unsupported_reason(summary, "cuda") is None
+
+
+def test_quant_summary_dense_and_other_methods():
+    assert evaluate.quant_summary({"hidden_size": 128}) is None
+    assert evaluate.quant_summary({"quantization_config": {"quant_method": "gptq", "bits": 4}})["scheme"] == "W4A16"
+    fp8 = evaluate.quant_summary({"quantization_config": {"quant_method": "fp8", "activation_scheme": "static"}})
+    assert evaluate.unsupported_reason(fp8, "cpu")
+
+
+def test_root_cause_skips_vllm_wrappers():
+    log = [
+        "(EngineCore pid=1) INFO 11-22 06:04:00 [core.py:1] Initializing",
+        "(Worker pid=2) ERROR 11-22 06:04:06 [multiproc_executor.py:953]     raise ValueError(",
+        "(Worker pid=2) ERROR 11-22 06:04:06 [multiproc_executor.py:953] ValueError: Failed to find a kernel. Reasons: ",
+        "(Worker pid=2) ERROR 11-22 06:04:06 [multiproc_executor.py:953]  CPUWNA16 cannot implement uint8b128",
+        "(EngineCore pid=1) ERROR 11-22 06:04:11 [core.py:1510] Exception: WorkerProc initialization failed due to "
+        "an exception in a background process. See stack trace for root cause.",
+        "RuntimeError: Engine core initialization failed. See root cause above. Failed core proc(s): {}",
+    ]
+    reason = evaluate.root_cause(log)
+    assert reason.startswith("ValueError: Failed to find a kernel") and "uint8b128" in reason
+    assert evaluate.root_cause(["something odd", ""]) == "something odd"
+
+
+def test_score_rows_mtbench_with_ratings():
+    spec = BENCHMARKS["t_mtbench"]
+    items = [{"id": "a", "turns": ["q1", "q2"], "reference": ["r1", "r2"]}]
+    rows = [{"id": "a", "turn": 1, "response": "x"}, {"id": "a", "turn": 2, "response": "y"}]
+    ratings = {("a", 1): {"rating": 8.0, "judge_response": "[[8]]"}, ("a", 2): {"rating": None, "judge_response": "?"}}
+    entry = evaluate.score_rows(spec, items, rows, ratings)
+    assert entry["value"] == 8.0 and entry["n"] == 1 and "1 of 2 turns" in entry["note"]
+    assert rows[0]["gold"] == "r1" and rows[1]["gold"] == "r2" and rows[0]["judge_response"] == "[[8]]"
+
+
+def test_missing_benchmark_file_is_a_stage_error(tiny_model_dir, tmp_path):
+    args = ["--model", tiny_model_dir, "--lane", "base", "--chain", "[]", "--bench-dir", tmp_path,
+            "--spec", json.dumps(SPEC), "--out", tmp_path / "m.json", "--items", tmp_path / "i.jsonl"]
+    with pytest.raises(StageError, match="t_longqa.jsonl"):
+        evaluate.main([str(a) for a in args])
+    assert not (tmp_path / "m.json").exists()
