@@ -53,15 +53,40 @@ def res(rule_name, key):
 
 def rule_resources(rule_name):
     """threads / mem_mb / runtime / gpu for a rule, from config `resources:`."""
-    return dict(
+    resources = dict(
         mem_mb=res(rule_name, "mem_mb"),
         runtime=res(rule_name, "runtime"),
         gpu=res(rule_name, "gpu") or 0,
     )
+    # Read by the SLURM executor only (sbatch -p / -A); a local run ignores them.
+    slurm = CFG.get("slurm") or {}
+    if slurm.get("partition"):
+        resources["slurm_partition"] = slurm["partition"]
+    if slurm.get("account"):
+        resources["slurm_account"] = slurm["account"]
+    return resources
 
 
 # Environment every python stage runs with.
 # Snakemake sets OMP_NUM_THREADS; PYTHONPATH lets `-m workflow_scripts` import from any --directory.
 STAGE_ENV = f"PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false PYTHONPATH={workflow.basedir}"
-PY = f"{STAGE_ENV} {sys.executable} -m workflow_scripts"
-SERVE = f"{STAGE_ENV} {SERVE_PY} -m workflow_scripts"
+
+# GPU jobs run through gpu_slot: each takes one free device of compute.gpus (flock in
+# results/.gpu_locks) and sees only it; evaluate holds every device, since it times generation.
+# Inside a SLURM job gpu_slot leaves the device to SLURM (--gpus=1). docs/running.md
+_gpus = CFG["compute"].get("gpus", "auto")
+GPU_DEVICES = _gpus if _gpus == "auto" else (",".join(str(g) for g in _gpus) or "none")
+
+
+def stage_cmd(rule_name, python=sys.executable, exclusive=False):
+    """`<env> [gpu_slot ... --] python -m workflow_scripts` for one rule."""
+    slot = ""
+    if res(rule_name, "gpu"):
+        slot = (f"{sys.executable} -m workflow_scripts.gpu_slot --devices {GPU_DEVICES} "
+                f"--lock-dir {RESULTS / '.gpu_locks'}{' --exclusive' if exclusive else ''} -- ")
+    return f"{STAGE_ENV} {slot}{python} -m workflow_scripts"
+
+
+CMD = {rule: stage_cmd(rule) for rule in ("prepare_data", "base_model", "quantize", "sft",
+                                          "post_sft", "prune", "kd", "report", "package")}
+CMD["evaluate"] = stage_cmd("evaluate", python=SERVE_PY, exclusive=True)

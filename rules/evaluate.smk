@@ -12,10 +12,11 @@ rule evaluate:
         spec=json.dumps({k: CFG.get(k) for k in ("benchmarks", "serve", "speed", "judge")}, sort_keys=True),
         chain=lambda w: json.dumps(EVAL_LANES[w.lane]),
     threads: res("evaluate", "threads")
-    resources: **rule_resources("evaluate")
+    # sbatch --exclusive: on SLURM the speed is timed on a node of its own (docs/running.md)
+    resources: **rule_resources("evaluate"), slurm_extra="--exclusive"
     log: LOGS / "evaluate" / "{lane}.log"
     benchmark: BENCH / "evaluate" / "{lane}.tsv"
     shell:
-        "{SERVE}.evaluate --model {input.model} --lane {wildcards.lane} --chain {params.chain:q} "
+        "{CMD[evaluate]}.evaluate --model {input.model} --lane {wildcards.lane} --chain {params.chain:q} "
         "--bench-dir {DATA}/bench --spec {params.spec:q} --out {output.metrics} "
         "--items {output.details} 2>&1 | tee {log}"

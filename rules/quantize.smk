@@ -15,5 +15,5 @@ rule quantize:
     log: LOGS / "quantize" / "{parent}.{recipe}.log"
     benchmark: BENCH / "quantize" / "{parent}.{recipe}.tsv"
     shell:
-        "{PY}.quantize --model {input.model} --calib {input.calib} --recipe {params.recipe:q} "
+        "{CMD[quantize]}.quantize --model {input.model} --calib {input.calib} --recipe {params.recipe:q} "
         "--out {output} 2>&1 | tee {log}"

@@ -14,7 +14,7 @@ rule summary:
     resources: **rule_resources("report")
     log: LOGS / "summary.log"
     shell:
-        "{PY}.report --metrics-dir {METRICS} --lanes {params.lanes:q} --spec {params.spec:q} "
+        "{CMD[report]}.report --metrics-dir {METRICS} --lanes {params.lanes:q} --spec {params.spec:q} "
         "--logs-dir {LOGS} --bench-dir {BENCH} --out-dir {RESULTS} 2>&1 | tee {log}"
 
 
@@ -30,5 +30,5 @@ rule package:
     resources: **rule_resources("package")
     log: LOGS / "package.log"
     shell:
-        "{PY}.package --summary {input.summary} --models-dir {MODELS} --spec {params.spec:q} "
+        "{CMD[package]}.package --summary {input.summary} --models-dir {MODELS} --spec {params.spec:q} "
         "--out {output} 2>&1 | tee {log}"

@@ -16,7 +16,7 @@ rule sft:
     log: LOGS / "sft" / "{parent}.{recipe}.log"
     benchmark: BENCH / "sft" / "{parent}.{recipe}.tsv"
     shell:
-        "{PY}.sft --model {input.model} --train {input.train} --val {input.val} "
+        "{CMD[sft]}.sft --model {input.model} --train {input.train} --val {input.val} "
         "--recipe {params.recipe:q} --out {output} 2>&1 | tee {log}"
 
 
@@ -36,7 +36,7 @@ rule post_sft:
     log: LOGS / "post_sft" / "{parent}.{recipe}.log"
     benchmark: BENCH / "post_sft" / "{parent}.{recipe}.tsv"
     shell:
-        "{PY}.post_sft --model {input.model} --train {input.train} --val {input.val} "
+        "{CMD[post_sft]}.post_sft --model {input.model} --train {input.train} --val {input.val} "
         "--recipe {params.recipe:q} --out {output} 2>&1 | tee {log}"
 
 
@@ -55,7 +55,7 @@ rule prune:
     log: LOGS / "prune" / "{parent}.{recipe}.log"
     benchmark: BENCH / "prune" / "{parent}.{recipe}.tsv"
     shell:
-        "{PY}.prune --model {input.model} --calib {input.calib} --recipe {params.recipe:q} "
+        "{CMD[prune]}.prune --model {input.model} --calib {input.calib} --recipe {params.recipe:q} "
         "--out {output} 2>&1 | tee {log}"
 
 
@@ -76,5 +76,5 @@ rule kd:
     log: LOGS / "kd" / "{parent}.{recipe}.log"
     benchmark: BENCH / "kd" / "{parent}.{recipe}.tsv"
     shell:
-        "{PY}.kd --student {input.student} --teacher {input.teacher} --train {input.train} "
+        "{CMD[kd]}.kd --student {input.student} --teacher {input.teacher} --train {input.train} "
         "--val {input.val} --recipe {params.recipe:q} --out {output} 2>&1 | tee {log}"
