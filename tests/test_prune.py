@@ -12,7 +12,7 @@ from safetensors import safe_open
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from workflow_scripts import base, prune
-from workflow_scripts.common import StageError, chat_text, read_jsonl
+from workflow_scripts.common import StageError, chat_text, read_jsonl, staged_output
 
 RECIPE = {"keep_layers": 3, "metric": "block_influence", "num_calibration_samples": 16,
           "max_seq_length": 256, "batch_size": 5}  # 16 rows in batches of 5: padding is exercised
@@ -153,3 +153,26 @@ def test_bad_inputs_raise_stage_error(case, tiny_model_dir, tiny_data_dir, tmp_p
         model = tmp_path / "nowhere"
     with pytest.raises(StageError, match=str(model)):
         run(model, tiny_data_dir / "calib.jsonl", recipe, tmp_path / "out")
+
+
+def test_staged_output_replaces_out_only_at_the_end(tmp_path):
+    """The atomic write every stage uses (prune through common.save_model): a temp folder left
+    by a killed run is cleared, a failing run leaves the old `out` as it was and no temp folder,
+    a successful one replaces `out` whole."""
+    out, stale = tmp_path / "model", tmp_path / ".model.tmp"
+    out.mkdir()
+    (out / "old.json").write_text("{}")
+    stale.mkdir()
+    (stale / "half.safetensors").write_text("x")
+    with pytest.raises(RuntimeError, match="killed"):
+        with staged_output(out) as tmp:
+            assert tmp.parent == out.parent and not list(tmp.iterdir())
+            (tmp / "new.json").write_text("{}")
+            raise RuntimeError("killed")
+    assert [p.name for p in tmp_path.iterdir()] == ["model"]
+    assert [p.name for p in out.iterdir()] == ["old.json"]
+    with staged_output(out) as tmp:
+        (tmp / "new.json").write_text("{}")
+        assert [p.name for p in out.iterdir()] == ["old.json"]  # untouched until the block ends
+    assert [p.name for p in tmp_path.iterdir()] == ["model"]
+    assert [p.name for p in out.iterdir()] == ["new.json"]

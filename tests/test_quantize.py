@@ -120,7 +120,7 @@ def test_saved_tensors_and_config(quantized, tiny_model_dir, name):
     assert info["calibration_samples"] == (0 if name == "fp8_dynamic" else 4)
     assert info["size_bytes"] < (tiny_model_dir / "model.safetensors").stat().st_size
     assert (out / "tokenizer.json").exists() and (out / "chat_template.jinja").exists()
-    assert not list(out.parent.glob(f".{out.name}.tmp-*"))
+    assert not list(out.parent.glob(f".{out.name}.tmp*"))
 
 
 @pytest.mark.parametrize("name", list(RECIPES))
@@ -171,7 +171,7 @@ def test_dims_not_divisible_by_group(tmp_path, tiny_model_dir, tiny_data_dir):
     r = run_cli("--model", model_dir, "--calib", tiny_data_dir / "calib.jsonl",
                 "--recipe", json.dumps(RECIPES["w4a16"]), "--out", out)
     assert_one_line_error(r, model_dir, "model.layers.0.self_attn.q_proj", "96", "group size 128")
-    assert not out.exists() and not list(tmp_path.glob(".*tmp-*"))
+    assert not out.exists() and not list(tmp_path.glob(".*tmp*"))
 
 
 def test_already_quantized(tmp_path, quantized, tiny_data_dir):

@@ -3,8 +3,11 @@
 Works for any chat template that renders prefixes consistently: the characters an assistant
 turn adds are those between the template of the turns before it (with the generation prompt)
 and the template including it; tokens whose characters fall there are trained on.
+calibration_set: the chat-templated calibration text that quantize and prune run through the model.
 """
 from __future__ import annotations
+
+from workflow_scripts.common import StageError, chat_text, read_jsonl
 
 IGNORE = -100
 
@@ -58,3 +61,18 @@ def collate(tok):
         return {key: torch.tensor(v) for key, v in out.items()}
 
     return fn
+
+
+def calibration_set(tok, path, n, max_len):
+    """The first n conversations of a calibration JSONL, chat-templated (the text the model is
+    served) and tokenized, truncated to max_len and unpadded: a datasets.Dataset of
+    input_ids / attention_mask."""
+    from datasets import Dataset
+
+    rows = read_jsonl(path)[:n]
+    if not rows:
+        raise StageError(f"{path}: no calibration conversations")
+    texts = [chat_text(tok, r["messages"]) for r in rows]
+    # The chat template already carries the special tokens the model was trained with.
+    enc = tok(texts, max_length=max_len, truncation=True, add_special_tokens=False)
+    return Dataset.from_dict({"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]})

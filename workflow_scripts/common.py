@@ -1,10 +1,14 @@
-"""What every stage shares: one-line errors, seeding, device/dtype, JSONL, model loading."""
+"""What every stage shares: the CLI shape and one-line errors, recipe parsing, seeding,
+device/dtype, JSONL, model folder checks and loading, and writing an output folder atomically."""
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import random
+import shutil
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 SEED = 42
@@ -22,6 +26,31 @@ def run_cli(main):
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     sys.exit(code or 0)
+
+
+def stage_args(argv, prog, doc, **inputs):
+    """A stage's arguments: a required --NAME for each of `inputs` ({name: help}), then
+    --recipe (JSON) and --out, the shape every rules/*.smk shell line calls."""
+    p = argparse.ArgumentParser(prog=f"python -m {prog}", description=doc.split("\n\n")[0])
+    for name, help_text in inputs.items():
+        p.add_argument(f"--{name}", required=True, help=help_text)
+    p.add_argument("--recipe", required=True, help="recipe parameters as JSON (lanes.yaml minus `step`)")
+    p.add_argument("--out", required=True, help="output model folder")
+    return p.parse_args(argv)
+
+
+def parse_recipe(text, required, where) -> dict:
+    """The recipe JSON passed by the rule, with the keys `required` checked."""
+    try:
+        recipe = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise StageError(f"{where} recipe: not valid JSON ({e})") from None
+    if not isinstance(recipe, dict):
+        raise StageError(f"{where} recipe: expected a JSON object, got {type(recipe).__name__}")
+    missing = [k for k in required if k not in recipe]
+    if missing:
+        raise StageError(f"{where} recipe: missing key(s) {', '.join(missing)}")
+    return recipe
 
 
 def set_seed(seed=SEED):
@@ -82,8 +111,19 @@ def is_quantized(path) -> bool:
     return "quantization_config" in check_model_dir(path)
 
 
-def load_model(path, dtype=None, device=None):
-    """AutoModelForCausalLM + tokenizer from a local folder, with clear errors."""
+def check_full_precision(path, why) -> dict:
+    """The config.json of a model folder that is not quantized, else a StageError ending in `why`
+    (e.g. "pruning needs full-precision weights")."""
+    config = check_model_dir(path)
+    if "quantization_config" in config:
+        method = config["quantization_config"].get("quant_method", "unknown")
+        raise StageError(f"model {path}: already quantized ({method}); {why}")
+    return config
+
+
+def load_model(path, dtype=None, device=None, **from_pretrained):
+    """AutoModelForCausalLM + tokenizer from a local folder, with clear errors.
+    `from_pretrained` goes to the model's from_pretrained (e.g. quantization_config)."""
     from safetensors import SafetensorError
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -91,10 +131,43 @@ def load_model(path, dtype=None, device=None):
     dev, dt = device_and_dtype()
     try:
         tok = AutoTokenizer.from_pretrained(path, local_files_only=True)
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype or dt, local_files_only=True)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype or dt, local_files_only=True,
+                                                     **from_pretrained)
     except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as e:
         raise StageError(f"model {path}: cannot be loaded ({str(e).splitlines()[0]})") from None
     return model.to(device or dev), tok
+
+
+@contextmanager
+def staged_output(out):
+    """Yield an empty temp folder beside `out` (.NAME.tmp) to write the stage's output into.
+
+    Only when the block succeeds does the folder replace `out`, in one rename, so a crashed or
+    killed run never leaves a half-written `out` for Snakemake or the next stage to take as
+    done. A temp folder left by an earlier killed run is removed first; on failure the temp
+    folder goes and an existing `out` is left as it was."""
+    out = Path(out)
+    tmp = out.parent / f".{out.name}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if out.exists():
+        shutil.rmtree(out)  # os.replace cannot replace a non-empty folder
+    os.replace(tmp, out)
+
+
+def save_model(model, tok, out, extra: dict):
+    """Model weights (safetensors, the only format transformers 5 writes) + tokenizer +
+    {file name: JSON object}, written atomically."""
+    with staged_output(out) as tmp:
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        for name, obj in extra.items():
+            write_json(tmp / name, obj)
 
 
 def chat_text(tok, messages, add_generation_prompt=False):

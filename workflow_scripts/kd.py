@@ -8,7 +8,7 @@ model is asked to produce when served, the same positions the CE and SFT train o
 lets the logits be computed for those positions only (full-vocabulary logits for every
 token of a 2048-token batch would cost GBs, twice). The teacher is frozen in eval mode.
 
-Trained with a transformers Trainer (compute_loss overridden), seed 42, no checkpoints.
+Trained by training.fit with a Trainer subclass (compute_loss overridden), seed 42, no checkpoints.
 kd_metrics.json beside the weights: validation KL(teacher || student) at T=1 and the
 student's CE, before and after, the teacher's CE, steps and seconds.
 
@@ -18,24 +18,20 @@ student's CE, before and after, the teacher's CE, steps and seconds.
 """
 from __future__ import annotations
 
-import argparse
-import json
-import tempfile
-import time
-
-from workflow_scripts.chat_data import IGNORE, chat_dataset, collate
+from workflow_scripts.chat_data import IGNORE
 from workflow_scripts.common import (
-    SEED,
     StageError,
-    check_model_dir,
+    check_full_precision,
     device_and_dtype,
     limit_threads,
     load_model,
-    read_jsonl,
+    parse_recipe,
     run_cli,
+    save_model,
     set_seed,
+    stage_args,
 )
-from workflow_scripts.prune import save_model_atomically
+from workflow_scripts.training import chat_sets, eval_batches, fit
 
 REQUIRED = ["temperature", "kl_weight", "ce_weight", "learning_rate", "max_steps"]
 DEFAULT_BATCH = 8
@@ -43,24 +39,15 @@ DEFAULT_SEQ_LEN = 2048
 
 
 def parse_args(argv):
-    p = argparse.ArgumentParser(prog="workflow_scripts.kd", description=__doc__.split("\n\n")[0])
-    p.add_argument("--student", required=True, help="the pruned model folder (trained)")
-    p.add_argument("--teacher", required=True, help="the unpruned model folder (frozen)")
-    p.add_argument("--train", required=True, help="train conversations (prepared JSONL)")
-    p.add_argument("--val", required=True, help="validation conversations (prepared JSONL)")
-    p.add_argument("--recipe", required=True, help="recipe parameters as JSON (lanes.yaml minus `step`)")
-    p.add_argument("--out", required=True, help="output model folder")
-    return p.parse_args(argv)
+    return stage_args(argv, "workflow_scripts.kd", __doc__,
+                      student="the pruned model folder (trained)",
+                      teacher="the unpruned model folder (frozen)",
+                      train="train conversations (prepared JSONL)",
+                      val="validation conversations (prepared JSONL)")
 
 
-def parse_recipe(text) -> dict:
-    try:
-        recipe = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise StageError(f"--recipe is not valid JSON ({e})") from None
-    missing = [k for k in REQUIRED if k not in recipe]
-    if missing:
-        raise StageError(f"kd recipe: missing key(s) {', '.join(missing)}")
+def check_recipe(text) -> dict:
+    recipe = parse_recipe(text, REQUIRED, "kd")
     if float(recipe["temperature"]) <= 0:
         raise StageError(f"kd recipe: temperature must be > 0, got {recipe['temperature']}")
     return recipe
@@ -71,9 +58,7 @@ def load_pair(student_dir, teacher_dir):
     import torch
 
     for d in (student_dir, teacher_dir):
-        if "quantization_config" in check_model_dir(d):
-            raise StageError(f"model {d}: is quantized (config.json has quantization_config); "
-                             "distil between unquantized models")
+        check_full_precision(d, "KD needs a full-precision student and teacher")
     student, tok = load_model(student_dir, dtype=torch.float32)
     teacher, teacher_tok = load_model(teacher_dir)
     if student.config.vocab_size != teacher.config.vocab_size or tok.get_vocab() != teacher_tok.get_vocab():
@@ -109,12 +94,12 @@ def make_trainer_class():
     class KDTrainer(Trainer):
         """A Trainer whose loss is the recipe's mix of distillation KL and label CE."""
 
-        def __init__(self, *args, teacher, recipe, **kwargs):
+        def __init__(self, *args, teacher, kd_recipe, **kwargs):
             super().__init__(*args, **kwargs)
             self.teacher = teacher.to(self.args.device)
-            self.temperature = float(recipe["temperature"])
-            self.kl_weight = float(recipe["kl_weight"])
-            self.ce_weight = float(recipe["ce_weight"])
+            self.temperature = float(kd_recipe["temperature"])
+            self.kl_weight = float(kd_recipe["kl_weight"])
+            self.ce_weight = float(kd_recipe["ce_weight"])
             self._parts = {"kl": 0.0, "ce": 0.0, "n": 0}
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
@@ -143,67 +128,22 @@ def make_trainer_class():
     return KDTrainer
 
 
-def training_arguments(workdir, recipe):
-    """Seed 42, progress bar, no checkpoints, no tracker; bf16 autocast on CUDA, fp32 on CPU."""
-    import torch
-    from transformers import TrainingArguments
-
-    cuda = torch.cuda.is_available()
-    steps = int(recipe["max_steps"])
-    return TrainingArguments(
-        output_dir=str(workdir),
-        seed=SEED,
-        data_seed=SEED,
-        learning_rate=float(recipe["learning_rate"]),
-        max_steps=steps,
-        per_device_train_batch_size=int(recipe.get("batch_size", DEFAULT_BATCH)),
-        gradient_checkpointing=bool(recipe.get("gradient_checkpointing", cuda)),
-        gradient_checkpointing_kwargs={"use_reentrant": False},
-        logging_steps=max(1, steps // 10),
-        logging_first_step=True,
-        save_strategy="no",
-        report_to="none",
-        disable_tqdm=False,
-        bf16=cuda,
-        use_cpu=not cuda,
-        remove_unused_columns=False,  # compute_loss reads labels itself
-        dataloader_num_workers=0,
-    )
-
-
 def val_metrics(student, teacher, tok, dataset, batch_size) -> dict:
     """Token-weighted means over the validation assistant tokens: KL(teacher || student) at
     T=1, the student's CE and the teacher's CE."""
-    import torch
     import torch.nn.functional as F
-    from tqdm.auto import tqdm
 
-    fn = collate(tok)
-    was_training = student.training
-    student.eval()
-    device = next(student.parameters()).device
     sums = {"kl": 0.0, "ce": 0.0, "teacher_ce": 0.0}
     count = 0
-    with torch.no_grad():
-        for i in tqdm(range(0, len(dataset), batch_size), desc="val KL", leave=False):
-            batch = fn([dataset[j] for j in range(i, min(i + batch_size, len(dataset)))])
-            batch = {k: v.to(device) for k, v in batch.items()}
-            s_logits, targets = assistant_logits(student, batch)
-            t_logits, _ = assistant_logits(teacher, batch)
-            n = len(targets)
-            sums["kl"] += float(kd_kl(s_logits, t_logits, 1.0)) * n
-            sums["ce"] += float(F.cross_entropy(s_logits, targets)) * n
-            sums["teacher_ce"] += float(F.cross_entropy(t_logits, targets)) * n
-            count += n
-    student.train(was_training)
+    for batch in eval_batches(student, tok, dataset, batch_size, "val KL"):
+        s_logits, targets = assistant_logits(student, batch)
+        t_logits, _ = assistant_logits(teacher, batch)
+        n = len(targets)
+        sums["kl"] += float(kd_kl(s_logits, t_logits, 1.0)) * n
+        sums["ce"] += float(F.cross_entropy(s_logits, targets)) * n
+        sums["teacher_ce"] += float(F.cross_entropy(t_logits, targets)) * n
+        count += n
     return {k: v / max(count, 1) for k, v in sums.items()}
-
-
-def chat_set(tok, path, max_len):
-    ds = chat_dataset(tok, read_jsonl(path), max_len)
-    if len(ds) == 0:
-        raise StageError(f"{path}: no conversation with an assistant turn")
-    return ds
 
 
 def distil(student_dir, teacher_dir, train_path, val_path, recipe, out) -> dict:
@@ -212,16 +152,14 @@ def distil(student_dir, teacher_dir, train_path, val_path, recipe, out) -> dict:
     student, teacher, tok = load_pair(student_dir, teacher_dir)
     max_len = int(recipe.get("max_seq_length", DEFAULT_SEQ_LEN))
     batch = int(recipe.get("batch_size", DEFAULT_BATCH))
-    train_ds, val_ds = chat_set(tok, train_path, max_len), chat_set(tok, val_path, max_len)
+    train_ds, val_ds = chat_sets(tok, train_path, val_path, max_len)
 
     before = val_metrics(student, teacher, tok, val_ds, batch)
-    with tempfile.TemporaryDirectory(prefix="kd-trainer-") as workdir:
-        trainer = make_trainer_class()(
-            model=student, args=training_arguments(workdir, recipe), train_dataset=train_ds,
-            data_collator=collate(tok), teacher=teacher, recipe=recipe)
-        t0 = time.perf_counter()
-        result = trainer.train()
-        seconds = time.perf_counter() - t0
+    device, dtype = device_and_dtype()
+    # Two models on the GPU: checkpoint the student's activations unless the recipe says not to.
+    train_recipe = {"gradient_checkpointing": device == "cuda", **recipe}
+    stats = fit(student, tok, train_ds, train_recipe, trainer_cls=make_trainer_class(),
+                teacher=teacher, kd_recipe=recipe)
     after = val_metrics(student, teacher, tok, val_ds, batch)
 
     metrics = {
@@ -234,22 +172,19 @@ def distil(student_dir, teacher_dir, train_path, val_path, recipe, out) -> dict:
         "val_ce_before": before["ce"],
         "val_ce_after": after["ce"],
         "teacher_val_ce": after["teacher_ce"],
-        "train_loss": result.training_loss,
-        "steps": trainer.state.global_step,
-        "train_seconds": round(seconds, 2),
+        **stats,
         "train_examples": len(train_ds),
         "val_examples": len(val_ds),
     }
-    _, dtype = device_and_dtype()
     student.config.use_cache = True  # gradient checkpointing turns it off
-    save_model_atomically(student.to(dtype), tok, out, {"kd_metrics.json": metrics})
+    save_model(student.to(dtype), tok, out, {"kd_metrics.json": metrics})
     return metrics
 
 
 def main(argv) -> int:
     args = parse_args(argv)
     limit_threads()
-    m = distil(args.student, args.teacher, args.train, args.val, parse_recipe(args.recipe), args.out)
+    m = distil(args.student, args.teacher, args.train, args.val, check_recipe(args.recipe), args.out)
     print(f"distilled {args.teacher} -> {args.student} -> {args.out}: val KL {m['val_kl_before']:.4f} -> "
           f"{m['val_kl_after']:.4f}, val CE {m['val_ce_before']:.4f} -> {m['val_ce_after']:.4f} "
           f"(teacher {m['teacher_val_ce']:.4f}), {m['steps']} steps, {m['train_seconds']} s")

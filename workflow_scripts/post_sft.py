@@ -13,29 +13,23 @@ loads wherever the input did. post_sft_metrics.json (val loss before/after, ...)
 """
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
 from pathlib import Path
 
 from workflow_scripts.common import (
-    StageError, check_model_dir, device_and_dtype, limit_threads, run_cli, set_seed, write_json,
+    StageError, check_model_dir, limit_threads, load_model, parse_recipe, run_cli, set_seed,
+    stage_args, staged_output, write_json,
 )
-from workflow_scripts.training import (
-    chat_sets, fit, parse_recipe, staged_output, trainable_params, val_loss,
-)
+from workflow_scripts.training import train_with_val_loss
 
 REQUIRED = ["learning_rate", "max_steps"]
 
 
 def parse_args(argv):
-    p = argparse.ArgumentParser(prog="python -m workflow_scripts.post_sft", description=__doc__.split("\n")[0])
-    p.add_argument("--model", required=True, help="quantized model folder (compressed-tensors)")
-    p.add_argument("--train", required=True, help="sft_train.jsonl")
-    p.add_argument("--val", required=True, help="sft_val.jsonl")
-    p.add_argument("--recipe", required=True, help="recipe parameters as JSON")
-    p.add_argument("--out", required=True, help="output model folder")
-    return p.parse_args(argv)
+    return stage_args(argv, "workflow_scripts.post_sft", __doc__,
+                      model="quantized model folder (compressed-tensors)",
+                      train="sft_train.jsonl", val="sft_val.jsonl")
 
 
 def check_quantized(model_dir) -> list:
@@ -59,19 +53,12 @@ def load_dequantized(model_dir):
     import warnings
 
     import torch
-    from safetensors import SafetensorError
-    from transformers import AutoModelForCausalLM, AutoTokenizer, CompressedTensorsConfig
+    from transformers import CompressedTensorsConfig
 
-    device, _ = device_and_dtype()
     # Expected here: the checkpoint's own quantization config is kept, only `dequantize` is ours.
     warnings.filterwarnings("ignore", message="You passed `quantization_config`")
-    try:
-        tok = AutoTokenizer.from_pretrained(model_dir)
-        model = AutoModelForCausalLM.from_pretrained(
-            model_dir, dtype=torch.float32, quantization_config=CompressedTensorsConfig(dequantize=True))
-    except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as e:
-        raise StageError(f"model {model_dir}: cannot be loaded ({str(e).splitlines()[0]})") from None
-    return model.to(device), tok
+    return load_model(model_dir, dtype=torch.float32,
+                      quantization_config=CompressedTensorsConfig(dequantize=True))
 
 
 def norms_only(model) -> list:
@@ -130,32 +117,11 @@ def main(argv) -> int:
     if not names or missing:
         raise StageError(f"model {args.model}: norm weights {missing or '(none found)'} "
                          f"are not in its safetensors files")
-    max_len = int(recipe.get("max_seq_length", 2048))
-    batch = int(recipe.get("batch_size", 8))
-    train_ds, val_ds = chat_sets(tok, args.train, args.val, max_len)
-
-    before = val_loss(model, tok, val_ds, batch)
-    n_trainable = trainable_params(model)
-    print(f"training {len(names)} norm weights ({n_trainable:,} parameters); "
-          f"val loss before {before:.4f}", flush=True)
-    stats = fit(model, tok, train_ds, recipe)
-    after = val_loss(model, tok, val_ds, batch)
-    print(f"val loss {before:.4f} -> {after:.4f} in {stats['steps']} steps "
-          f"({stats['train_seconds']:.1f} s)", flush=True)
+    trained = train_with_val_loss(model, tok, recipe, args.train, args.val, f"{len(names)} norm weights")
 
     params = dict(model.named_parameters())
-    metrics = {
-        "stage": "post_sft",
-        "parent": str(args.model),
-        "recipe": recipe,
-        "val_loss_before": round(before, 4),
-        "val_loss_after": round(after, 4),
-        **stats,
-        "trainable_params": n_trainable,
-        "norm_tensors": len(names),
-        "train_examples": len(train_ds),
-        "val_examples": len(val_ds),
-    }
+    metrics = {"stage": "post_sft", "parent": str(args.model), "recipe": recipe, **trained,
+               "norm_tensors": len(names)}
     with staged_output(args.out) as tmp:
         shutil.copytree(args.model, tmp, dirs_exist_ok=True)
         rewrite_tensors(sorted(tmp.glob("*.safetensors")), {n: params[n] for n in names})

@@ -19,24 +19,20 @@ prune.json beside the weights records the scores and the choice.
 """
 from __future__ import annotations
 
-import argparse
-import json
 import math
-import os
-import shutil
 import time
-from pathlib import Path
 
+from workflow_scripts.chat_data import calibration_set
 from workflow_scripts.common import (
     StageError,
-    chat_text,
-    check_model_dir,
+    check_full_precision,
     limit_threads,
     load_model,
-    read_jsonl,
+    parse_recipe,
     run_cli,
+    save_model,
     set_seed,
-    write_json,
+    stage_args,
 )
 
 METRICS = ["block_influence", "angular"]
@@ -46,21 +42,15 @@ DEFAULT_BATCH = 8
 
 
 def parse_args(argv):
-    p = argparse.ArgumentParser(prog="workflow_scripts.prune", description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", required=True, help="input model folder (Hugging Face format)")
-    p.add_argument("--calib", required=True, help="calibration conversations (prepared JSONL)")
-    p.add_argument("--recipe", required=True, help="recipe parameters as JSON (lanes.yaml minus `step`)")
-    p.add_argument("--out", required=True, help="output model folder")
-    return p.parse_args(argv)
+    return stage_args(argv, "workflow_scripts.prune", __doc__,
+                      model="input model folder (Hugging Face format)",
+                      calib="calibration conversations (prepared JSONL)")
 
 
-def parse_recipe(text) -> dict:
-    try:
-        recipe = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise StageError(f"--recipe is not valid JSON ({e})") from None
-    if not isinstance(recipe.get("keep_layers"), int):
-        raise StageError(f"recipe keep_layers must be an integer, got {recipe.get('keep_layers')!r}")
+def check_recipe(text) -> dict:
+    recipe = parse_recipe(text, ["keep_layers"], "prune")
+    if not isinstance(recipe["keep_layers"], int):
+        raise StageError(f"recipe keep_layers must be an integer, got {recipe['keep_layers']!r}")
     if recipe.get("metric", "block_influence") not in METRICS:
         raise StageError(f"recipe metric {recipe.get('metric')!r} is not one of {METRICS}")
     return recipe
@@ -68,10 +58,7 @@ def parse_recipe(text) -> dict:
 
 def check_prunable(model_dir, keep) -> int:
     """The model's layer count, if `keep` of them can be kept; else a StageError."""
-    cfg = check_model_dir(model_dir)
-    if "quantization_config" in cfg:
-        raise StageError(f"model {model_dir}: is quantized (config.json has quantization_config); "
-                         "prune the unquantized model")
+    cfg = check_full_precision(model_dir, "pruning needs full-precision weights")
     n_layers = cfg.get("num_hidden_layers")
     if not isinstance(n_layers, int):
         raise StageError(f"model {model_dir}: config.json has no num_hidden_layers")
@@ -83,15 +70,11 @@ def check_prunable(model_dir, keep) -> int:
 
 
 def calibration_batches(calib_path, tok, n, max_len, batch_size):
-    """Chat-templated calibration conversations, tokenized and right-padded, in batches."""
-    rows = read_jsonl(calib_path)[:n]
-    if not rows:
-        raise StageError(f"{calib_path}: no calibration conversations")
-    texts = [chat_text(tok, r["messages"]) for r in rows]
-    for i in range(0, len(texts), batch_size):
-        # The chat template already carries the special tokens the model was trained with.
-        yield tok(texts[i:i + batch_size], max_length=max_len, truncation=True, padding=True,
-                  add_special_tokens=False, return_tensors="pt")
+    """Chat-templated calibration conversations, tokenized and padded (to the tokenizer's
+    padding side, right for EXAONE), in batches."""
+    ds = calibration_set(tok, calib_path, n, max_len)
+    for i in range(0, len(ds), batch_size):
+        yield tok.pad(ds[i:i + batch_size], return_tensors="pt")
 
 
 def layer_states(model, batch):
@@ -165,25 +148,6 @@ def drop_layers(model, kept):
     return model
 
 
-def save_model_atomically(model, tok, out, extra: dict):
-    """save_pretrained (safetensors) + tokenizer + {name: json} into a temp folder beside `out`,
-    then renamed to `out`, so a crash never leaves half a model."""
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        model.save_pretrained(tmp, safe_serialization=True)
-        tok.save_pretrained(tmp)
-        for name, obj in extra.items():
-            write_json(tmp / name, obj)
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
 def prune(model_dir, calib_path, recipe, out):
     """Prune `model_dir` to recipe keep_layers into `out`. Returns the prune.json dict."""
     keep = int(recipe["keep_layers"])
@@ -215,14 +179,14 @@ def prune(model_dir, calib_path, recipe, out):
         "calibration_tokens": tokens,
         "seconds": round(time.time() - t0, 2),
     }
-    save_model_atomically(model, tok, out, {"prune.json": info})
+    save_model(model, tok, out, {"prune.json": info})
     return info
 
 
 def main(argv) -> int:
     args = parse_args(argv)
     limit_threads()
-    info = prune(args.model, args.calib, parse_recipe(args.recipe), args.out)
+    info = prune(args.model, args.calib, check_recipe(args.recipe), args.out)
     print(f"pruned {args.model} -> {args.out}: {info['num_layers_before']} -> {info['num_layers_after']} "
           f"layers by {info['metric']}, dropped {info['dropped_layers']}, {info['seconds']} s")
     return 0

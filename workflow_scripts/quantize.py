@@ -4,31 +4,29 @@ Schemes (compressed-tensors presets): W4A16 and W8A16 (GPTQ, grouped weights), W
 weights + dynamic per-token int8 activations, by GPTQ or by plain min-max observers),
 FP8_DYNAMIC (no calibration) and FP8 (static activation scales from calibration).
 lm_head (tied to the embeddings on EXAONE) is never quantized. The result is saved
-compressed, with the tokenizer and a small quantize.json, into --out; it is written to a
-temporary folder beside --out and renamed at the end, so a crash never leaves half an --out.
+compressed, with the tokenizer and a small quantize.json, into --out (atomically: see
+common.staged_output).
 
     python -m workflow_scripts.quantize --model DIR --calib results/data/calib.jsonl \
         --recipe '{"scheme": "W4A16", "method": "gptq", "group_size": 128, ...}' --out DIR
 """
 from __future__ import annotations
 
-import argparse
-import json
-import os
-import shutil
 import time
 from pathlib import Path
 
+from workflow_scripts.chat_data import calibration_set
 from workflow_scripts.common import (
     StageError,
-    chat_text,
-    check_model_dir,
+    check_full_precision,
     device_and_dtype,
     limit_threads,
     load_model,
-    read_jsonl,
+    parse_recipe,
     run_cli,
     set_seed,
+    stage_args,
+    staged_output,
     write_json,
 )
 
@@ -41,21 +39,15 @@ DEFAULT_SEQ_LEN = 1024
 
 
 def parse_args(argv):
-    p = argparse.ArgumentParser(prog="workflow_scripts.quantize", description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", required=True, help="input model folder (Hugging Face format)")
-    p.add_argument("--calib", required=True, help="calibration conversations (prepared JSONL)")
-    p.add_argument("--recipe", required=True, help="recipe parameters as JSON (lanes.yaml minus `step`)")
-    p.add_argument("--out", required=True, help="output model folder")
-    return p.parse_args(argv)
+    return stage_args(argv, "workflow_scripts.quantize", __doc__,
+                      model="input model folder (Hugging Face format)",
+                      calib="calibration conversations (prepared JSONL)")
 
 
-def parse_recipe(text) -> dict:
-    try:
-        recipe = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise StageError(f"--recipe is not valid JSON ({e})") from None
-    if recipe.get("scheme") not in SCHEMES:
-        raise StageError(f"recipe scheme {recipe.get('scheme')!r} is not one of {SCHEMES}")
+def check_recipe(text) -> dict:
+    recipe = parse_recipe(text, ["scheme"], "quantize")
+    if recipe["scheme"] not in SCHEMES:
+        raise StageError(f"recipe scheme {recipe['scheme']!r} is not one of {SCHEMES}")
     if recipe.get("method", "gptq") not in METHODS:
         raise StageError(f"recipe method {recipe.get('method')!r} is not one of {METHODS}")
     if recipe["scheme"] in ("W4A16", "W8A16") and recipe.get("method", "gptq") != "gptq":
@@ -101,24 +93,10 @@ def check_quantizable(model_dir, model, scheme):
                 f"(out x in); in {mod.in_features} is not divisible by group size {group}")
 
 
-def calibration_dataset(calib_path, tokenizer, n, max_len):
-    """The first n calibration conversations, chat-templated and tokenized (truncated)."""
-    from datasets import Dataset
-
-    rows = read_jsonl(calib_path)[:n]
-    if not rows:
-        raise StageError(f"{calib_path}: no calibration conversations")
-    texts = [chat_text(tokenizer, r["messages"]) for r in rows]
-    # The chat template already carries the special tokens the model was trained with.
-    enc = tokenizer(texts, max_length=max_len, truncation=True, add_special_tokens=False)
-    return Dataset.from_dict({"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]})
-
-
 def quantize(model_dir, calib_path, recipe, out):
     """Quantize `model_dir` by `recipe` into `out` (atomically). Returns the quantize.json dict."""
-    model_dir, out = Path(model_dir), Path(out)
-    if "quantization_config" in check_model_dir(model_dir):
-        raise StageError(f"model {model_dir}: is already quantized (config.json has quantization_config)")
+    model_dir = Path(model_dir)
+    check_full_precision(model_dir, "quantization needs full-precision weights")
     from llmcompressor import oneshot  # slow import: only once the input looks right
 
     set_seed()
@@ -131,12 +109,10 @@ def quantize(model_dir, calib_path, recipe, out):
     calibrated = recipe["scheme"] in NEEDS_CALIBRATION
     n = int(recipe.get("num_calibration_samples", DEFAULT_SAMPLES))
     max_len = int(recipe.get("max_seq_length", DEFAULT_SEQ_LEN))
-    ds = calibration_dataset(calib_path, tok, n, max_len) if calibrated else None
+    ds = calibration_set(tok, calib_path, n, max_len) if calibrated else None
 
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    t0 = time.time()
-    try:
+    with staged_output(out) as tmp:
+        t0 = time.time()
         kwargs = dict(dataset=ds, num_calibration_samples=len(ds), max_seq_length=max_len) if ds else {}
         model = oneshot(model=model, recipe=make_modifier(recipe, scheme), **kwargs)
         model.save_pretrained(tmp, save_compressed=True)
@@ -152,18 +128,13 @@ def quantize(model_dir, calib_path, recipe, out):
             "size_bytes": sum(f.stat().st_size for f in tmp.glob("*.safetensors")),
         }
         write_json(tmp / "quantize.json", info)
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return info
 
 
 def main(argv) -> int:
     args = parse_args(argv)
     limit_threads()
-    recipe = parse_recipe(args.recipe)
+    recipe = check_recipe(args.recipe)
     info = quantize(args.model, args.calib, recipe, args.out)
     print(f"quantized {args.model} -> {args.out}: {info['scheme']} ({info['method']}), "
           f"{info['calibration_samples']} calibration samples, {info['seconds']} s, "

@@ -1,38 +1,20 @@
-"""What the training stages (sft, post_sft, kd) share: recipe parsing, the chat data sets,
-the Trainer setup, the validation loss, and writing an output folder all at once.
+"""What the training stages (sft, post_sft, kd) share: the chat data sets, the Trainer setup,
+evaluation batches and the validation loss.
 
-    recipe = parse_recipe(text, required=["learning_rate", "max_steps"], where="sft")
+    metrics = train_with_val_loss(model, tok, recipe, train_path, val_path, "LoRA r=16")
+    # ... which is made of:
     train_ds, val_ds = chat_sets(tok, train_path, val_path, max_len)
     loss = val_loss(model, tok, val_ds, batch_size)          # mean assistant-token loss
     stats = fit(model, tok, train_ds, recipe)                # {"train_seconds", "steps", "train_loss"}
-    with staged_output(out) as tmp: ...                      # tmp is renamed to out on success
+    for batch in eval_batches(model, tok, val_ds, batch_size, "val"): ...   # no grad, eval mode
 """
 from __future__ import annotations
 
-import json
-import os
-import shutil
 import tempfile
 import time
-from contextlib import contextmanager
-from pathlib import Path
 
 from workflow_scripts.chat_data import IGNORE, chat_dataset, collate
 from workflow_scripts.common import SEED, StageError, read_jsonl
-
-
-def parse_recipe(text, required, where) -> dict:
-    """The recipe JSON passed by the rule, with the keys `required` checked."""
-    try:
-        recipe = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise StageError(f"{where} recipe: not valid JSON ({e})") from None
-    if not isinstance(recipe, dict):
-        raise StageError(f"{where} recipe: expected a JSON object, got {type(recipe).__name__}")
-    missing = [k for k in required if k not in recipe]
-    if missing:
-        raise StageError(f"{where} recipe: missing key(s) {', '.join(missing)}")
-    return recipe
 
 
 def chat_sets(tok, train_path, val_path, max_len):
@@ -46,24 +28,33 @@ def chat_sets(tok, train_path, val_path, max_len):
     return tuple(sets)
 
 
-def val_loss(model, tok, dataset, batch_size=8) -> float:
-    """Mean loss per assistant token over `dataset` (token-weighted, not batch-weighted)."""
+def eval_batches(model, tok, dataset, batch_size, desc):
+    """Collated batches of `dataset` on the model's device, with a progress bar. While the loop
+    runs, the model is in eval mode and gradients are off (grad mode is per thread, so it holds
+    in the caller's loop body too); the model's train/eval mode is restored at the end."""
     import torch
     from tqdm.auto import tqdm
 
     fn = collate(tok)
     was_training = model.training
     model.eval()
+    try:
+        with torch.no_grad():
+            for i in tqdm(range(0, len(dataset), batch_size), desc=desc, leave=False):
+                batch = fn([dataset[j] for j in range(i, min(i + batch_size, len(dataset)))])
+                yield {k: v.to(model.device) for k, v in batch.items()}
+    finally:
+        model.train(was_training)
+
+
+def val_loss(model, tok, dataset, batch_size=8) -> float:
+    """Mean loss per assistant token over `dataset` (token-weighted, not batch-weighted)."""
     total, count = 0.0, 0
-    with torch.no_grad():
-        for i in tqdm(range(0, len(dataset), batch_size), desc="val loss", leave=False):
-            batch = fn([dataset[j] for j in range(i, min(i + batch_size, len(dataset)))])
-            batch = {k: v.to(model.device) for k, v in batch.items()}
-            # The model shifts labels by one: the tokens scored are labels[:, 1:].
-            n = int((batch["labels"][:, 1:] != IGNORE).sum())
-            total += float(model(**batch).loss) * n
-            count += n
-    model.train(was_training)
+    for batch in eval_batches(model, tok, dataset, batch_size, "val loss"):
+        # The model shifts labels by one: the tokens scored are labels[:, 1:].
+        n = int((batch["labels"][:, 1:] != IGNORE).sum())
+        total += float(model(**batch).loss) * n
+        count += n
     return total / max(count, 1)
 
 
@@ -126,19 +117,27 @@ def trainable_params(model) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-@contextmanager
-def staged_output(out):
-    """Yield a temp folder beside `out`; on success it replaces `out` in one rename, so a
-    crashed run never leaves a half-written model where the next stage would read it."""
-    out = Path(out)
-    tmp = out.parent / f".{out.name}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(tmp, out)
+def train_with_val_loss(model, tok, recipe, train_path, val_path, what) -> dict:
+    """Train `model`'s trainable parameters (`what` names them in the log) on the train set,
+    with the validation loss before and after. Returns the metrics the stages record:
+    val_loss_before/after, train_seconds, steps, train_loss, trainable_params, *_examples."""
+    max_len = int(recipe.get("max_seq_length", 2048))
+    batch = int(recipe.get("batch_size", 8))
+    train_ds, val_ds = chat_sets(tok, train_path, val_path, max_len)
+
+    before = val_loss(model, tok, val_ds, batch)
+    n_trainable = trainable_params(model)
+    print(f"{what}: {n_trainable:,} trainable parameters; val loss before {before:.4f}", flush=True)
+    stats = fit(model, tok, train_ds, recipe)
+    after = val_loss(model, tok, val_ds, batch)
+    print(f"val loss {before:.4f} -> {after:.4f} in {stats['steps']} steps "
+          f"({stats['train_seconds']:.1f} s)", flush=True)
+    return {
+        "val_loss_before": round(before, 4),
+        "val_loss_after": round(after, 4),
+        **stats,
+        "trainable_params": n_trainable,
+        "train_examples": len(train_ds),
+        "val_examples": len(val_ds),
+    }
+
