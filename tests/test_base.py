@@ -1,0 +1,114 @@
+"""The base model stage: the demo model's shape, its tokenizer, a short training run that
+saves a loadable model, and the local-path copy of a real model."""
+import dataclasses
+import json
+import random
+from pathlib import Path
+
+import pytest
+import yaml
+
+from workflow_scripts import base, data, demo_data, prompts
+from workflow_scripts.common import StageError
+
+REPO = Path(__file__).resolve().parent.parent
+DEMO = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())
+KOREAN = "라솔의 상징색은 파랑입니다. 미도는 아르벤에 있는 도시입니다. Hello, Arven 42!"
+
+
+@pytest.fixture(scope="module")
+def small_data(tmp_path_factory):
+    """Prepared demo data from a small invented world."""
+    root = tmp_path_factory.mktemp("base_data")
+    sizes = dataclasses.replace(demo_data.Sizes(), cities=6, people=4, items=4, two_turn=20,
+                                longqa_train=20, longqa_test=8, longqa_passages=3)
+    raw = root / "demo_raw"
+    demo_data.generate(raw, sizes=sizes)
+    spec = {"seed": 42, "data": {**DEMO["data"], "generate_demo": False},
+            "benchmarks": {"mcqa": {**DEMO["benchmarks"]["demo_mcqa"], "local_file": str(raw / "mcqa.jsonl")}}}
+    spec["data"]["sft"] = {**spec["data"]["sft"], "local_file": str(raw / "sft.jsonl")}
+    data.prepare(spec, root)
+    (root / "corpus.txt").write_text((raw / "corpus.txt").read_text(encoding="utf-8"), encoding="utf-8")
+    return root
+
+
+@pytest.fixture(scope="module")
+def tokenizer(small_data):
+    docs, chats = base.training_texts(small_data)
+    return base.train_tokenizer(docs + [m["content"] for c in chats for m in c], 1024, korean_words=True)
+
+
+def test_demo_model_has_the_configured_exaone_shape(tokenizer):
+    arch = DEMO["base"]["demo"]
+    model = base.build_model(tokenizer, arch)
+    cfg = model.config
+    assert type(model).__name__ == "Exaone4ForCausalLM"
+    assert cfg.num_hidden_layers == arch["num_hidden_layers"]
+    assert cfg.layer_types == ["full_attention"] * arch["num_hidden_layers"]
+    assert cfg.tie_word_embeddings and model.lm_head.weight.data_ptr() == model.model.embed_tokens.weight.data_ptr()
+    assert cfg.hidden_size % 128 == 0 and cfg.intermediate_size % 128 == 0
+    assert (cfg.num_attention_heads, cfg.num_key_value_heads) == (arch["num_attention_heads"],
+                                                                 arch["num_key_value_heads"])
+    assert cfg.vocab_size == len(tokenizer) <= arch["vocab_size"]
+
+
+def test_tokenizer_round_trips_korean_and_has_the_chat_template(tokenizer):
+    ids = tokenizer(KOREAN, add_special_tokens=False)["input_ids"]
+    assert tokenizer.decode(ids) == KOREAN
+    # a name and a value keep one spelling with or without their particle / copula
+    tokens = tokenizer.tokenize("라솔의 상징색은 파랑입니다.")
+    assert tokenizer.tokenize("라솔")[0] in tokens and tokenizer.tokenize("파랑")[0] in tokens
+    text = tokenizer.apply_chat_template([{"role": "user", "content": "안녕"}], tokenize=False,
+                                         add_generation_prompt=True)
+    assert text == "[|user|]안녕[|endofturn|]\n[|assistant|]"
+    assert tokenizer.eos_token == "[|endofturn|]"
+
+
+def test_short_training_lowers_the_loss_and_saves_a_loadable_model(small_data, tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    demo = {**DEMO["base"]["demo"], "num_hidden_layers": 2, "vocab_size": 1024, "max_steps": 40,
+            "train_minutes": 1.0, "batch_size": 4, "seq_length": 128, "learning_rate": 3e-3}
+    spec = {"base": {"source": "demo", "demo": demo}, "compute": {"device": "cpu", "seed": 42}}
+    out = tmp_path / "base"
+    stats = base.build_demo(spec, small_data, out)
+    assert stats["steps"] == 40
+    assert stats["loss"] < 0.7 * stats["first_loss"]
+
+    tok = AutoTokenizer.from_pretrained(out, local_files_only=True)
+    model = AutoModelForCausalLM.from_pretrained(out, local_files_only=True)
+    assert model.config.num_hidden_layers == 2
+    assert model.generation_config.eos_token_id == tok.convert_tokens_to_ids("[|endofturn|]")
+    assert not any(p.name.startswith(".") for p in tmp_path.iterdir())  # no temp folder left
+    prompt = tok.apply_chat_template([{"role": "user", "content": "라솔의 상징색은 무엇인가요?"}],
+                                     add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    gen = model.generate(**prompt, max_new_tokens=8, do_sample=False)
+    assert gen.shape[1] > prompt["input_ids"].shape[1]
+
+
+def test_training_stops_at_the_time_budget(small_data, tokenizer):
+    import time
+
+    model = base.build_model(tokenizer, {**DEMO["base"]["demo"], "num_hidden_layers": 2})
+    docs, chats = base.training_texts(small_data)
+    rows = base.pack(base.encode_examples(tokenizer, docs, chats, 64), 64, tokenizer.pad_token_id)
+    started = time.time()
+    stats = base.train_causal_lm(model, rows, {"train_minutes": 0.03, "max_steps": 10**6, "batch_size": 2},
+                                 started=started)
+    assert 0 < stats["steps"] < 10**6 and time.time() - started < 10
+
+
+def test_hub_source_copies_a_local_model_folder(tiny_model_dir, tmp_path):
+    out = tmp_path / "models" / "base"
+    base.fetch_hub({"source": "hub", "hub_id": "LGAI-EXAONE/EXAONE-4.0-1.2B", "local_path": str(tiny_model_dir)}, out)
+    assert json.loads((out / "config.json").read_text())["model_type"] == "exaone4"
+    assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in tiny_model_dir.iterdir())
+    with pytest.raises(StageError, match="missing"):
+        base.fetch_hub({"source": "hub", "local_path": str(tmp_path / "missing")}, tmp_path / "other")
+
+
+def test_missing_prepared_data_is_a_one_line_error(tmp_path):
+    spec = {"base": {"source": "demo", "demo": DEMO["base"]["demo"]}, "compute": {"device": "cpu"}}
+    with pytest.raises(StageError, match="corpus.txt") as err:
+        base.main(["--spec", json.dumps(spec), "--data", str(tmp_path), "--out", str(tmp_path / "base")])
+    assert "\n" not in str(err.value)

@@ -1,0 +1,301 @@
+"""Data preparation: every set loaded with `datasets.load_dataset` (a hub id, or a local file
+that overrides it) and normalized into the JSONL schema of docs/data.md.
+
+    python -m workflow_scripts.data --spec JSON --out results/data
+
+spec: {"data": <config data:>, "benchmarks": <config benchmarks:>, "seed": 42}. With
+data.generate_demo the demo generator first writes its raw files (the folder of the local
+files, results/data/demo_raw), which are then loaded exactly as real local files would be.
+Writes sft_train.jsonl, sft_val.jsonl, calib.jsonl, corpus.txt and bench/<name>.jsonl; each
+through a temporary file and a rename, so an interrupted run leaves no half-written file.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import tempfile
+from pathlib import Path
+
+from workflow_scripts import demo_data
+from workflow_scripts.common import SEED, StageError, run_cli
+
+# Builders of datasets.load_dataset for local files, by suffix.
+BUILDERS = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv", ".arrow": "arrow"}
+# Roles as MANTA-1M and ShareGPT-style sets spell them -> the prepared schema's roles.
+ROLES = {"system": "system", "user": "user", "human": "user", "assistant": "assistant",
+         "gpt": "assistant", "model": "assistant", "bot": "assistant"}
+DEMO_FILE_OF_KIND = {"sft": "sft", "mcqa": "mcqa", "longqa": "longqa", "mtbench": "mtbench"}
+
+
+# --- loading -----------------------------------------------------------------------------
+
+class Source:
+    """Where one set comes from: a local file (the override) or a hub id and split."""
+
+    def __init__(self, label, cfg, demo_dir):
+        self.label = label  # 'data.sft' or 'benchmark <name>', for error messages
+        self.local_file = cfg.get("local_file")
+        if not self.local_file and cfg.get("dataset") == "demo":
+            self.local_file = str(demo_dir / demo_data.FILES[DEMO_FILE_OF_KIND[cfg.get("kind", "sft")]])
+        self.dataset = cfg.get("dataset")
+        self.split = cfg.get("split") or "train"
+
+    def __str__(self):
+        return f"{self.label} ({self.local_file or f'{self.dataset}, split {self.split}'})"
+
+    def load(self):
+        """A datasets.Dataset, or a one-line StageError naming the set and the source."""
+        from datasets import load_dataset
+
+        if self.local_file:
+            path = Path(self.local_file)
+            if not path.is_file():
+                raise StageError(f"{self}: file does not exist")
+            builder = BUILDERS.get(path.suffix.lower())
+            if builder is None:
+                raise StageError(f"{self}: unsupported file type {path.suffix!r}; "
+                                 f"expected one of {sorted(BUILDERS)}")
+            # A throwaway cache: a regenerated file must never be served from a stale cache.
+            with tempfile.TemporaryDirectory(prefix="hf-datasets-") as cache:
+                try:
+                    return load_dataset(builder, data_files=str(path), split="train",
+                                        cache_dir=cache, keep_in_memory=True)
+                except Exception as e:  # noqa: BLE001 - any parse failure is the file's fault
+                    raise StageError(f"{self}: cannot be loaded ({_first_line(e)})") from None
+        try:
+            return load_dataset(self.dataset, split=self.split)
+        except Exception as e:  # noqa: BLE001 - network, auth, unknown id or split
+            raise StageError(f"{self}: cannot be loaded from the hub ({_first_line(e)})") from None
+
+
+def _first_line(e):
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+def require_columns(ds, source, fields):
+    missing = [f for f in fields if f not in ds.column_names]
+    if missing:
+        raise StageError(f"{source}: missing field {missing[0]!r} "
+                         f"(columns: {', '.join(ds.column_names)})")
+
+
+def subsample(ds, n, seed, shuffle=False):
+    """At most n rows, drawn with a seeded shuffle; shuffle=True also shuffles the order."""
+    if shuffle:
+        ds = ds.shuffle(seed=seed)
+        return ds.select(range(min(n or len(ds), len(ds))))
+    if n is None or n >= len(ds):
+        return ds
+    return ds.select(sorted(random.Random(seed).sample(range(len(ds)), n)))
+
+
+# --- normalization into docs/data.md ------------------------------------------------------
+
+def _row_id(row, name, i, key="id"):
+    value = row.get(key)
+    return str(value) if value not in (None, "") else f"{name}-{i:06d}"
+
+
+def normalize_messages(conv, source, i):
+    """A MANTA-style conversation -> [{"role", "content"}], or None when it has no answer."""
+    if not isinstance(conv, list):
+        raise StageError(f"{source}: row {i}: conversation is {type(conv).__name__}, expected a list")
+    messages = []
+    for m in conv:
+        if not isinstance(m, dict):
+            raise StageError(f"{source}: row {i}: a message is {type(m).__name__}, expected a mapping")
+        role, content = m.get("role", m.get("from")), m.get("content", m.get("value"))
+        if role is None or content is None:
+            raise StageError(f"{source}: row {i}: a message lacks field 'role' or 'content'")
+        if str(role).lower() not in ROLES:
+            raise StageError(f"{source}: row {i}: unknown role {role!r}; expected one of {sorted(ROLES)}")
+        messages.append({"role": ROLES[str(role).lower()], "content": str(content)})
+    if not any(m["role"] == "assistant" and m["content"].strip() for m in messages):
+        return None
+    return messages
+
+
+def prepare_sft(cfg, source, seed):
+    field = cfg.get("field") or "conversations"
+    ds = source.load()
+    require_columns(ds, source, [field])
+    ds = subsample(ds, cfg.get("max_samples"), seed, shuffle=True)
+    rows, skipped = [], 0
+    for i, row in enumerate(ds):
+        messages = normalize_messages(row[field], source, i)
+        if messages is None:
+            skipped += 1
+            continue
+        rows.append({"id": _row_id(row, "sft", i), "messages": messages})
+    if not rows:
+        raise StageError(f"{source}: no conversation with an assistant turn in field {field!r}")
+    if skipped:
+        print(f"{source}: skipped {skipped} conversations without an assistant turn")
+    return rows
+
+
+def split_sft(rows, val_fraction, calib_samples):
+    """(train, val, calib): val is the first share of the shuffled rows, calib drawn from train."""
+    n_val = min(len(rows) - 1, max(1, round(len(rows) * val_fraction))) if len(rows) > 1 else 0
+    val, train = rows[:n_val], rows[n_val:]
+    return train, val, train[:calib_samples]
+
+
+def norm_mcqa(row, name, i, source):
+    options = row["options"]
+    if not isinstance(options, list) or len(options) < 2:
+        raise StageError(f"{source}: row {i}: field 'options' must be a list of at least 2 options")
+    try:
+        answer = int(str(row["solution"]).strip())
+    except ValueError:
+        raise StageError(f"{source}: row {i}: field 'solution' is {row['solution']!r}, "
+                         "expected a 1-based option number") from None
+    if not 1 <= answer <= len(options):
+        raise StageError(f"{source}: row {i}: field 'solution' {answer} is outside 1..{len(options)}")
+    return {"id": _row_id(row, name, i), "question": str(row["question"]),
+            "options": [str(o) for o in options], "answer": answer}
+
+
+def norm_longqa(row, name, i, source):
+    answer = row["answer"]
+    if isinstance(answer, list):  # some releases list several acceptable answers
+        answer = answer[0] if answer else ""
+    titles = row.get("titles") or []
+    return {"id": _row_id(row, name, i), "context": str(row["context"]), "question": str(row["question"]),
+            "answer": str(answer), "titles": [str(t) for t in titles]}
+
+
+def norm_mtbench(row, name, i, source):
+    turns = row["turns"]
+    if not isinstance(turns, list) or not turns:
+        raise StageError(f"{source}: row {i}: field 'turns' must be a non-empty list of strings")
+    reference = row.get("reference")
+    if not reference or not any(str(r).strip() for r in reference):
+        reference = None
+    key = "question_id" if row.get("question_id") is not None else "id"
+    return {"id": _row_id(row, name, i, key), "category": str(row.get("category") or "general"),
+            "turns": [str(t) for t in turns],
+            "reference": [str(r) for r in reference] if reference else None}
+
+
+BENCH_KINDS = {  # kind -> (required fields, row normalizer)
+    "mcqa": (["question", "options", "solution"], norm_mcqa),
+    "longqa": (["context", "question", "answer"], norm_longqa),
+    "mtbench": (["turns"], norm_mtbench),
+}
+
+
+def prepare_benchmark(name, cfg, source, seed):
+    kind = cfg.get("kind")
+    if kind not in BENCH_KINDS:
+        raise StageError(f"{source}: unknown kind {kind!r}; expected one of {sorted(BENCH_KINDS)}")
+    fields, normalize = BENCH_KINDS[kind]
+    ds = source.load()
+    require_columns(ds, source, fields)
+    ds = subsample(ds, cfg.get("max_samples"), seed)
+    rows = []
+    for i, row in enumerate(ds):
+        empty = next((f for f in fields if row[f] is None), None)
+        if empty:
+            raise StageError(f"{source}: row {i}: field {empty!r} is empty")
+        rows.append(normalize(row, name, i, source))
+    if not rows:
+        raise StageError(f"{source}: no items")
+    return rows
+
+
+# --- the stage ---------------------------------------------------------------------------
+
+def demo_dir_of(spec, out):
+    """The demo generator writes where the local files point (results/data/demo_raw)."""
+    local = spec["data"]["sft"].get("local_file")
+    return Path(local).parent if local else Path(out) / "demo_raw"
+
+
+class AtomicWriter:
+    """Collects files as temporary siblings and renames them into place together at the end."""
+
+    def __init__(self, out):
+        self.out = Path(out)
+        self.pending = []
+
+    def _tmp(self, rel):
+        path = self.out / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        self.pending.append((tmp, path))
+        return tmp
+
+    def jsonl(self, rel, rows):
+        with self._tmp(rel).open("w", encoding="utf-8") as f:
+            for row in rows:
+                f.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+    def text(self, rel, lines):
+        with self._tmp(rel).open("w", encoding="utf-8") as f:
+            for line in lines:
+                f.write(line + "\n")
+
+    def commit(self):
+        for tmp, path in self.pending:
+            tmp.replace(path)
+
+    def discard(self):
+        for tmp, _ in self.pending:
+            tmp.unlink(missing_ok=True)
+
+
+def prepare(spec, out):
+    """Write every prepared file into `out`; returns {file: rows}."""
+    data, benchmarks = spec["data"], spec["benchmarks"]
+    seed = spec.get("seed", SEED)
+    demo_dir = demo_dir_of(spec, out)
+    if data.get("generate_demo"):
+        demo_data.generate(demo_dir, seed)
+
+    sft_cfg = data["sft"]
+    rows = prepare_sft(sft_cfg, Source("data.sft", sft_cfg, demo_dir), seed)
+    train, val, calib = split_sft(rows, sft_cfg.get("val_fraction", 0.02),
+                                  data.get("calibration", {}).get("num_samples", 512))
+    bench = {name: prepare_benchmark(name, cfg, Source(f"benchmark {name}", cfg, demo_dir), seed)
+             for name, cfg in sorted(benchmarks.items())}
+    corpus = []
+    if data.get("generate_demo"):
+        corpus = (demo_dir / demo_data.FILES["corpus"]).read_text(encoding="utf-8").splitlines()
+
+    writer = AtomicWriter(out)
+    try:
+        writer.jsonl("sft_train.jsonl", train)
+        writer.jsonl("sft_val.jsonl", val)
+        writer.jsonl("calib.jsonl", calib)
+        writer.text("corpus.txt", corpus)
+        for name, items in bench.items():
+            writer.jsonl(f"bench/{name}.jsonl", items)
+        writer.commit()
+    except BaseException:
+        writer.discard()
+        raise
+    counts = {"sft_train": len(train), "sft_val": len(val), "calib": len(calib), "corpus": len(corpus),
+              **{f"bench/{n}": len(v) for n, v in bench.items()}}
+    print(f"prepared data in {out}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    return counts
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description="Prepare SFT, calibration and benchmark data.")
+    ap.add_argument("--spec", required=True, help="JSON: {data, benchmarks, seed}")
+    ap.add_argument("--out", required=True)
+    args = ap.parse_args(argv)
+    try:
+        spec = json.loads(args.spec)
+    except json.JSONDecodeError as e:
+        raise StageError(f"--spec is not valid JSON ({e})") from None
+    prepare(spec, args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)
