@@ -92,8 +92,7 @@ CASES = {
     "benchmark without source": (bad_config(lambda c: c["benchmarks"]["demo_mcqa"].update(
         dataset="demo") or c["data"].update(generate_demo=False)), "data.sft.dataset", "generate_demo"),
     "missing local file": (bad_config(lambda c: c["data"].update(generate_demo=False) or c["data"]["sft"].update(
-        dataset="x/y") or [b.update(dataset="x/y") for b in c["benchmarks"].values()]),
-        "data.sft.local_file", "does not exist"),
+        dataset="x/y", local_file="/nonexistent/sft.jsonl")), "data.sft.local_file", "does not exist"),
     "wrong type": (bad_config(lambda c: c["base"]["demo"].update(hidden_size="big")),
                    "base.demo.hidden_size", "not of type 'integer'"),
     "unknown key": (bad_config(lambda c: c.update(lanez="all")), "(top level)", "lanez"),

@@ -9,8 +9,11 @@ written in the raw field layout of the real sets so the same loading code reads 
     mtbench.jsonl  KoMT-Bench layout: {"question_id", "category", "turns", "reference"}
 
 The MCQA test items are about facts the corpus and the SFT chats teach; the SFT set holds
-MCQA-format chats (the evaluation prompt, answer '정답: C') for the same facts, but never with
-a test item's option set, so the model must know the fact and the format, not the item.
+MCQA-format chats (the evaluation prompt, answer '정답: C') for the same facts with the test
+item's option list (same order) but other question wordings, never the test question. So the
+demo MCQA measures whether a model still recalls each fact's answer from a new wording: a
+memorisation test, which is what a 1M-parameter model can learn in 3 CPU minutes (matching a
+recalled value to a shuffled option letter it does not learn in that budget).
 
     python -m workflow_scripts.demo_data --out results/data/demo_raw
 """
@@ -37,7 +40,7 @@ class Sizes:
     cities: int = 10
     people: int = 6
     items: int = 6
-    mcqa_train_per_fact: int = 12   # MCQA-format SFT chats per fact (other option sets)
+    mcqa_train_per_fact: int = 12   # MCQA-format SFT chats per fact (other question wordings)
     qa_en_share: float = 0.5       # English QA chats per fact
     two_turn: int = 60
     longqa_train: int = 60
