@@ -124,9 +124,10 @@ def test_killed_run_resumes_without_reusing_a_half_written_model(work, first_run
     cfg["recipe_overrides"]["sft"]["max_steps"] = 400  # long enough to be killed mid-way
     (work / "cfg.yaml").write_text(yaml.safe_dump(cfg))
     target = "results/models/base.sft"
+    log = work / "results" / "logs" / "sft" / "base.sft.log"
+    log.unlink()  # the first run's log; wait for this run's job to write its own
     proc = subprocess.Popen(snakemake_cmd(work, target), cwd=work, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
-    log = work / "results" / "logs" / "sft" / "base.sft.log"
     deadline = time.time() + 240
     while time.time() < deadline and "val loss before" not in (log.read_text() if log.exists() else ""):
         time.sleep(1)
