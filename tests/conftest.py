@@ -2,6 +2,7 @@
 import json
 import os
 import random
+import subprocess
 import sys
 from pathlib import Path
 
@@ -52,3 +53,20 @@ def tiny_model_dir(tmp_path_factory, tiny_data_dir):
     model = base.build_model(tok, TINY_ARCH)
     base.save(model, tok, out)
     return out
+
+
+def assert_one_line_error(stderr, needle):
+    """The failure is one `error:` line (progress bars may precede it), no traceback."""
+    errors = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and needle in errors[0] and "Traceback" not in stderr, stderr[-2000:]
+
+
+def run_training_stage(module, model, data, out, recipe):
+    """`python -m workflow_scripts.<module>` on the train/val sets of `data`, one thread."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    return subprocess.run(
+        [sys.executable, "-m", f"workflow_scripts.{module}", "--model", str(model),
+         "--train", str(data / "sft_train.jsonl"), "--val", str(data / "sft_val.jsonl"),
+         "--recipe", json.dumps(recipe), "--out", str(out)],
+        capture_output=True, text=True, env=env, cwd=REPO,
+    )

@@ -1,34 +1,19 @@
 """Norms-only post-SFT of a W4A16 compressed-tensors checkpoint: only the norm tensors change."""
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
 from safetensors import safe_open
 
-from conftest import REPO
+from conftest import REPO, assert_one_line_error, run_training_stage
 from workflow_scripts import post_sft
 from workflow_scripts.training import chat_sets, val_loss
 
 RECIPE = dict(learning_rate=3e-2, max_steps=8, batch_size=8, max_seq_length=128)
 
 
-def assert_one_line_error(stderr, needle):
-    """The failure is one `error:` line (progress bars may precede it), no traceback."""
-    errors = [line for line in stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and needle in errors[0] and "Traceback" not in stderr, stderr[-2000:]
-
-
 def run_post_sft(model, data, out, recipe=RECIPE):
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    return subprocess.run(
-        [sys.executable, "-m", "workflow_scripts.post_sft", "--model", str(model),
-         "--train", str(data / "sft_train.jsonl"), "--val", str(data / "sft_val.jsonl"),
-         "--recipe", json.dumps(recipe), "--out", str(out)],
-        capture_output=True, text=True, env=env, cwd=REPO,
-    )
+    return run_training_stage("post_sft", model, data, out, recipe)
 
 
 def tensors(folder):

@@ -1,15 +1,12 @@
 """LoRA SFT stage on the tiny model: the CLI trains, merges and saves full weights."""
 import json
-import os
 import shutil
-import subprocess
-import sys
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import REPO
+from conftest import REPO, assert_one_line_error, run_training_stage
 from workflow_scripts import sft
 from workflow_scripts.common import StageError
 from workflow_scripts.training import chat_sets, val_loss
@@ -19,20 +16,8 @@ RECIPE = dict(lora_r=8, lora_alpha=16, lora_dropout=0.0, target_modules=PROJ, le
               epochs=1, max_steps=10, batch_size=8, grad_accum=1, max_seq_length=128)
 
 
-def assert_one_line_error(stderr, needle):
-    """The failure is one `error:` line (progress bars may precede it), no traceback."""
-    errors = [line for line in stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and needle in errors[0] and "Traceback" not in stderr, stderr[-2000:]
-
-
 def run_sft(model, data, out, recipe=RECIPE):
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    return subprocess.run(
-        [sys.executable, "-m", "workflow_scripts.sft", "--model", str(model),
-         "--train", str(data / "sft_train.jsonl"), "--val", str(data / "sft_val.jsonl"),
-         "--recipe", json.dumps(recipe), "--out", str(out)],
-        capture_output=True, text=True, env=env, cwd=REPO,
-    )
+    return run_training_stage("sft", model, data, out, recipe)
 
 
 @pytest.fixture(scope="module")
