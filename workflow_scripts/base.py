@@ -276,19 +276,15 @@ def write_model_dir(out, fill):
 
 def main(argv=None):
     import argparse
-    import json
 
-    from workflow_scripts.common import limit_threads
+    from workflow_scripts.common import limit_threads, parse_recipe
 
     ap = argparse.ArgumentParser(description="Build (demo) or fetch (hub) the base model.")
     ap.add_argument("--spec", required=True, help="JSON: {base, compute}")
     ap.add_argument("--data", required=True, help="prepared data folder (corpus.txt, sft_train.jsonl)")
     ap.add_argument("--out", required=True)
     args = ap.parse_args(argv)
-    try:
-        spec = json.loads(args.spec)
-    except json.JSONDecodeError as e:
-        raise StageError(f"--spec is not valid JSON ({e})") from None
+    spec = parse_recipe(args.spec, ["base"], "base", what="--spec")
     limit_threads()
     if spec["base"]["source"] == "demo":
         build_demo(spec, args.data, args.out)

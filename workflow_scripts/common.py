@@ -39,17 +39,18 @@ def stage_args(argv, prog, doc, **inputs):
     return p.parse_args(argv)
 
 
-def parse_recipe(text, required, where) -> dict:
-    """The recipe JSON passed by the rule, with the keys `required` checked."""
+def parse_recipe(text, required, where, what="recipe") -> dict:
+    """The recipe (or other JSON object, named by `what`) passed by the rule, with the keys
+    `required` checked."""
     try:
         recipe = json.loads(text)
     except json.JSONDecodeError as e:
-        raise StageError(f"{where} recipe: not valid JSON ({e})") from None
+        raise StageError(f"{where} {what}: not valid JSON ({e})") from None
     if not isinstance(recipe, dict):
-        raise StageError(f"{where} recipe: expected a JSON object, got {type(recipe).__name__}")
+        raise StageError(f"{where} {what}: expected a JSON object, got {type(recipe).__name__}")
     missing = [k for k in required if k not in recipe]
     if missing:
-        raise StageError(f"{where} recipe: missing key(s) {', '.join(missing)}")
+        raise StageError(f"{where} {what}: missing key(s) {', '.join(missing)}")
     return recipe
 
 

@@ -19,7 +19,7 @@ import tempfile
 from pathlib import Path
 
 from workflow_scripts import demo_data
-from workflow_scripts.common import SEED, StageError, run_cli
+from workflow_scripts.common import SEED, StageError, parse_recipe, run_cli
 
 # Builders of datasets.load_dataset for local files, by suffix.
 BUILDERS = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv", ".arrow": "arrow"}
@@ -289,10 +289,7 @@ def main(argv=None):
     ap.add_argument("--spec", required=True, help="JSON: {data, benchmarks, seed}")
     ap.add_argument("--out", required=True)
     args = ap.parse_args(argv)
-    try:
-        spec = json.loads(args.spec)
-    except json.JSONDecodeError as e:
-        raise StageError(f"--spec is not valid JSON ({e})") from None
+    spec = parse_recipe(args.spec, ["data", "benchmarks"], "prepare_data", what="--spec")
     prepare(spec, args.out)
     return 0
 
