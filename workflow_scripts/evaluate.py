@@ -31,7 +31,7 @@ import time
 from collections import deque
 from pathlib import Path
 
-from workflow_scripts import answers, prompts
+from workflow_scripts import answers, prompts, vllm_cpu
 from workflow_scripts.common import (
     SEED, StageError, check_model_dir, read_jsonl, run_cli, write_json, write_jsonl,
 )
@@ -110,9 +110,7 @@ def unsupported_reason(quant, device: str):
 
 
 def detect_device() -> str:
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    return "cpu" if vllm_cpu.on_cpu() else "cuda"
 
 
 def vllm_version():
@@ -165,9 +163,8 @@ def load_benchmarks(bench_dir, benchmarks: dict) -> dict:
 
 def start_engine(model, serve: dict, device: str):
     """vllm.LLM with the serve settings; dtype auto (bf16 on CUDA for bf16 models)."""
-    if device == "cpu" and serve.get("kv_cache_space_gib"):
-        # Read by vllm-cpu at engine start, in GiB (an integer).
-        os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(max(1, round(serve["kv_cache_space_gib"])))
+    if device == "cpu":
+        vllm_cpu.configure(serve)
     from vllm import LLM
 
     return LLM(model=str(model), dtype="auto", seed=serve["seed"],

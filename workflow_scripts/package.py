@@ -38,6 +38,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
+from workflow_scripts import vllm_cpu
 from workflow_scripts.common import StageError, run_cli
 
 REPO = Path(__file__).resolve().parent.parent
@@ -182,8 +183,8 @@ def serve_check(model_dir, spec):
     """Serve env: start vLLM on the model, generate a few tokens from a chat prompt. 0 = ok."""
     model_dir = Path(model_dir)
     serve = (spec or {}).get("serve") or {}
-    if serve.get("kv_cache_space_gib"):
-        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(serve["kv_cache_space_gib"]))
+    if vllm_cpu.on_cpu():
+        vllm_cpu.configure(serve)
     try:
         config = json.loads((model_dir / "config.json").read_text())
     except (OSError, json.JSONDecodeError) as e:
