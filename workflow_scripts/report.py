@@ -249,8 +249,8 @@ def write_md(path, rows, benchmarks, metrics_by_lane, spec):
 
 
 # Label positions tried around a point (offset in points, horizontal alignment), in order.
-LABEL_SPOTS = [((5, 4), "left"), ((5, -11), "left"), ((-5, 4), "right"), ((-5, -11), "right"),
-               ((5, 15), "left"), ((5, -22), "left"), ((-5, 15), "right"), ((-5, -22), "right")]
+LABEL_SPOTS = [((5, 4), "left"), ((5, -11), "left"), ((-5, 4), "right"), ((-5, -11), "right")] + [
+    ((dx, dy), ha) for dy in (15, -22, 26, -33, 37, -44) for dx, ha in ((5, "left"), (-5, "right"))]
 
 
 def _place_label(ax, xy, text, taken, fontsize=8, gap=0):
@@ -267,8 +267,10 @@ def _place_label(ax, xy, text, taken, fontsize=8, gap=0):
         if not any(box[0] < b[2] and b[0] < box[2] and box[1] < b[3] and b[1] < box[3] for b in taken):
             break
     taken.append(box)
+    # A leader line ties a label pushed away from its point (crowded rows) back to it.
     ax.annotate(text, xy, xytext=(dx, dy), textcoords="offset points", ha=ha, fontsize=fontsize, zorder=4,
-                bbox=dict(facecolor="white", edgecolor="none", pad=0.5, alpha=0.7))
+                bbox=dict(facecolor="white", edgecolor="none", pad=0.5, alpha=0.7),
+                arrowprops=dict(arrowstyle="-", color="0.55", lw=0.6, shrinkA=0, shrinkB=3))
 
 
 def plot_pareto(path, rows):
