@@ -8,9 +8,18 @@ size fits), then a short causal-LM training run on the corpus and the chat-forma
 """
 from __future__ import annotations
 
+import argparse
+import math
+import random
+import shutil
+import time
 from pathlib import Path
 
-from workflow_scripts.common import StageError
+from workflow_scripts.chat_data import IGNORE, encode_chat
+from workflow_scripts.common import (
+    StageError, check_model_dir, first_line, limit_threads, parse_recipe, read_jsonl, run_cli,
+    set_seed, staged_output,
+)
 
 # EXAONE 4.0's chat format: [|role|]content[|endofturn|], generation opens [|assistant|].
 SPECIAL_TOKENS = ["[PAD]", "[BOS]", "[UNK]", "[|endofturn|]", "[|system|]", "[|user|]", "[|assistant|]"]
@@ -104,8 +113,6 @@ def save(model, tokenizer, out):
 
 def training_texts(data_dir):
     """The corpus documents and the chat-formatted train conversations of prepared data."""
-    from workflow_scripts.common import read_jsonl
-
     corpus = Path(data_dir) / "corpus.txt"
     if not corpus.exists():
         raise StageError(f"{corpus}: file does not exist (run the prepare_data rule first)")
@@ -119,8 +126,6 @@ def training_texts(data_dir):
 def encode_examples(tok, docs, chats, seq_length):
     """(input_ids, labels) per example: documents are trained on every token, chats on the
     assistant turns only (chat_data.encode_chat)."""
-    from workflow_scripts.chat_data import IGNORE, encode_chat
-
     examples = []
     for doc in docs:
         ids = tok(doc + EOT, add_special_tokens=False, truncation=True, max_length=seq_length)["input_ids"]
@@ -135,8 +140,6 @@ def encode_examples(tok, docs, chats, seq_length):
 def pack(examples, seq_length, pad_id):
     """Examples packed whole into rows of seq_length (first fit, longest first): few pad
     tokens, and no chat is cut between its question and its answer."""
-    from workflow_scripts.chat_data import IGNORE
-
     rows = []  # [ids, labels]
     for ids, labels in sorted(examples, key=lambda e: -len(e[0])):
         row = next((r for r in rows[-64:] if len(r[0]) + len(ids) <= seq_length), None)
@@ -151,8 +154,6 @@ def pack(examples, seq_length, pad_id):
 
 def lr_factor(step, progress, warmup_steps, floor=0.05):
     """Linear warmup, then cosine decay over `progress` (0..1) down to floor x the peak."""
-    import math
-
     if step < warmup_steps:
         return (step + 1) / warmup_steps
     return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
@@ -163,9 +164,6 @@ def train_causal_lm(model, rows, demo, seed=42, log_every=10, started=None):
     counted from `started`). Progress for the schedule is the larger of the step and the
     time fraction, so the learning rate has decayed when the budget runs out whichever comes
     first. Returns {"steps", "loss" (mean of the last log_every steps), "first_loss", "seconds"}."""
-    import random
-    import time
-
     import torch
 
     started = started or time.time()
@@ -200,23 +198,20 @@ def train_causal_lm(model, rows, demo, seed=42, log_every=10, started=None):
         step += 1
         recent.append(loss.item())
         if step % log_every == 0 or step == 1:
-            print(f"step {step:5d}  loss {sum(recent[-log_every:]) / len(recent[-log_every:]):.4f}  "
+            print(f"step {step:5d}  loss {_mean(recent[-log_every:]):.4f}  "
                   f"lr {opt.param_groups[0]['lr']:.2e}  {time.time() - started:6.1f}s", flush=True)
     model.eval()
-    def mean(xs):
-        return sum(xs) / max(1, len(xs))
-
-    return {"steps": step, "loss": mean(recent[-log_every:]), "first_loss": mean(recent[:log_every]),
+    return {"steps": step, "loss": _mean(recent[-log_every:]), "first_loss": _mean(recent[:log_every]),
             "seconds": time.time() - started}
+
+
+def _mean(xs):
+    return sum(xs) / max(1, len(xs))
 
 
 def build_demo(spec, data_dir, out):
     """Tokenizer, model and pre-training of the demo base model; saved to `out`."""
-    import time
-
     import torch
-
-    from workflow_scripts.common import set_seed
 
     started = time.time()
     demo, compute = spec["base"]["demo"], spec.get("compute", {})
@@ -242,10 +237,6 @@ def build_demo(spec, data_dir, out):
 
 def fetch_hub(base, out):
     """The real base model: a copy of base.local_path, or a hub snapshot (hub_id, revision)."""
-    import shutil
-
-    from workflow_scripts.common import check_model_dir
-
     local = base.get("local_path")
     if local:
         check_model_dir(local)
@@ -258,8 +249,7 @@ def fetch_hub(base, out):
         try:
             snapshot_download(repo_id=base["hub_id"], revision=base.get("revision") or "main", local_dir=tmp)
         except Exception as e:  # noqa: BLE001 - network, auth, unknown id or revision
-            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise StageError(f"base model {base['hub_id']}: cannot be downloaded ({msg})") from None
+            raise StageError(f"base model {base['hub_id']}: cannot be downloaded ({first_line(e)})") from None
 
     write_model_dir(out, download)
 
@@ -267,18 +257,12 @@ def fetch_hub(base, out):
 def write_model_dir(out, fill):
     """fill(tmp) writes a model folder that replaces `out` only once it is complete
     (common.staged_output), so an interrupted run leaves no half-written model."""
-    from workflow_scripts.common import check_model_dir, staged_output
-
     with staged_output(out) as tmp:
         fill(tmp)
         check_model_dir(tmp)
 
 
 def main(argv=None):
-    import argparse
-
-    from workflow_scripts.common import limit_threads, parse_recipe
-
     ap = argparse.ArgumentParser(description="Build (demo) or fetch (hub) the base model.")
     ap.add_argument("--spec", required=True, help="JSON: {base, compute}")
     ap.add_argument("--data", required=True, help="prepared data folder (corpus.txt, sft_train.jsonl)")
@@ -295,6 +279,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    from workflow_scripts.common import run_cli
-
     run_cli(main)

@@ -18,6 +18,12 @@ class StageError(Exception):
     """An expected failure (bad input model, wrong shape, missing file): printed as one line."""
 
 
+def first_line(e: BaseException) -> str:
+    """An exception's message cut to its first line (its type name when it has none)."""
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
 def run_cli(main):
     """Run a stage's main(argv); a StageError becomes one line on stderr and exit code 2."""
     try:
@@ -80,12 +86,49 @@ def read_jsonl(path):
         return [json.loads(line) for line in f if line.strip()]
 
 
-def write_jsonl(path, rows):
+def write_lines(path, lines):
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w") as f:
-        for row in rows:
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    with path.open("w", encoding="utf-8") as f:
+        for line in lines:
+            f.write(line + "\n")
+
+
+def write_jsonl(path, rows):
+    write_lines(path, (json.dumps(row, ensure_ascii=False) for row in rows))
+
+
+class AtomicWriter:
+    """Collects files as temporary siblings and renames them into place together at commit(),
+    so an interrupted run leaves no half-written file. Use as a context manager: leaving it
+    by an exception removes the temporary files instead."""
+
+    def __init__(self, out):
+        self.out = Path(out)
+        self.pending = []
+
+    def _tmp(self, rel):
+        path = self.out / rel
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        self.pending.append((tmp, path))
+        return tmp
+
+    def jsonl(self, rel, rows):
+        write_jsonl(self._tmp(rel), rows)
+
+    def text(self, rel, lines):
+        write_lines(self._tmp(rel), lines)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        for tmp, path in self.pending:
+            if exc_type is None:
+                tmp.replace(path)
+            else:
+                tmp.unlink(missing_ok=True)
+        return False
 
 
 def write_json(path, obj):
@@ -135,7 +178,7 @@ def load_model(path, dtype=None, device=None, **from_pretrained):
         model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype or dt, local_files_only=True,
                                                      **from_pretrained)
     except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as e:
-        raise StageError(f"model {path}: cannot be loaded ({str(e).splitlines()[0]})") from None
+        raise StageError(f"model {path}: cannot be loaded ({first_line(e)})") from None
     return model.to(device or dev), tok
 
 

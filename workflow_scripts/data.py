@@ -12,21 +12,18 @@ through a temporary file and a rename, so an interrupted run leaves no half-writ
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import random
 import tempfile
 from pathlib import Path
 
 from workflow_scripts import demo_data
-from workflow_scripts.common import SEED, StageError, parse_recipe, run_cli
+from workflow_scripts.common import SEED, AtomicWriter, StageError, first_line, parse_recipe, run_cli
 
 # Builders of datasets.load_dataset for local files, by suffix.
 BUILDERS = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv", ".arrow": "arrow"}
 # Roles as MANTA-1M and ShareGPT-style sets spell them -> the prepared schema's roles.
 ROLES = {"system": "system", "user": "user", "human": "user", "assistant": "assistant",
          "gpt": "assistant", "model": "assistant", "bot": "assistant"}
-DEMO_FILE_OF_KIND = {"sft": "sft", "mcqa": "mcqa", "longqa": "longqa", "mtbench": "mtbench"}
 
 
 # --- loading -----------------------------------------------------------------------------
@@ -38,7 +35,7 @@ class Source:
         self.label = label  # 'data.sft' or 'benchmark <name>', for error messages
         self.local_file = cfg.get("local_file")
         if not self.local_file and cfg.get("dataset") == "demo":
-            self.local_file = str(demo_dir / demo_data.FILES[DEMO_FILE_OF_KIND[cfg.get("kind", "sft")]])
+            self.local_file = str(demo_dir / demo_data.FILES[cfg.get("kind", "sft")])
         self.dataset = cfg.get("dataset")
         self.split = cfg.get("split") or "train"
 
@@ -63,16 +60,11 @@ class Source:
                     return load_dataset(builder, data_files=str(path), split="train",
                                         cache_dir=cache, keep_in_memory=True)
                 except Exception as e:  # noqa: BLE001 - any parse failure is the file's fault
-                    raise StageError(f"{self}: cannot be loaded ({_first_line(e)})") from None
+                    raise StageError(f"{self}: cannot be loaded ({first_line(e)})") from None
         try:
             return load_dataset(self.dataset, split=self.split)
         except Exception as e:  # noqa: BLE001 - network, auth, unknown id or split
-            raise StageError(f"{self}: cannot be loaded from the hub ({_first_line(e)})") from None
-
-
-def _first_line(e):
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
+            raise StageError(f"{self}: cannot be loaded from the hub ({first_line(e)})") from None
 
 
 def require_columns(ds, source, fields):
@@ -215,39 +207,6 @@ def demo_dir_of(spec, out):
     return Path(local).parent if local else Path(out) / "demo_raw"
 
 
-class AtomicWriter:
-    """Collects files as temporary siblings and renames them into place together at the end."""
-
-    def __init__(self, out):
-        self.out = Path(out)
-        self.pending = []
-
-    def _tmp(self, rel):
-        path = self.out / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        self.pending.append((tmp, path))
-        return tmp
-
-    def jsonl(self, rel, rows):
-        with self._tmp(rel).open("w", encoding="utf-8") as f:
-            for row in rows:
-                f.write(json.dumps(row, ensure_ascii=False) + "\n")
-
-    def text(self, rel, lines):
-        with self._tmp(rel).open("w", encoding="utf-8") as f:
-            for line in lines:
-                f.write(line + "\n")
-
-    def commit(self):
-        for tmp, path in self.pending:
-            tmp.replace(path)
-
-    def discard(self):
-        for tmp, _ in self.pending:
-            tmp.unlink(missing_ok=True)
-
-
 def prepare(spec, out):
     """Write every prepared file into `out`; returns {file: rows}."""
     data, benchmarks = spec["data"], spec["benchmarks"]
@@ -266,18 +225,13 @@ def prepare(spec, out):
     if data.get("generate_demo"):
         corpus = (demo_dir / demo_data.FILES["corpus"]).read_text(encoding="utf-8").splitlines()
 
-    writer = AtomicWriter(out)
-    try:
+    with AtomicWriter(out) as writer:
         writer.jsonl("sft_train.jsonl", train)
         writer.jsonl("sft_val.jsonl", val)
         writer.jsonl("calib.jsonl", calib)
         writer.text("corpus.txt", corpus)
         for name, items in bench.items():
             writer.jsonl(f"bench/{name}.jsonl", items)
-        writer.commit()
-    except BaseException:
-        writer.discard()
-        raise
     counts = {"sft_train": len(train), "sft_val": len(val), "calib": len(calib), "corpus": len(corpus),
               **{f"bench/{n}": len(v) for n, v in bench.items()}}
     print(f"prepared data in {out}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))

@@ -20,15 +20,13 @@ recalled value to a shuffled option letter it does not learn in that budget).
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
 
 from workflow_scripts import prompts
+from workflow_scripts.common import SEED, AtomicWriter
 
-SEED = 42
 FILES = {"sft": "sft.jsonl", "mcqa": "mcqa.jsonl", "longqa": "longqa.jsonl",
          "mtbench": "mtbench.jsonl", "corpus": "corpus.txt"}
 
@@ -407,18 +405,6 @@ def make_mtbench(rng, facts):
 
 # --- writing -----------------------------------------------------------------------------
 
-def _write_atomic(path, lines):
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with tmp.open("w", encoding="utf-8") as f:
-        for line in lines:
-            f.write(line + "\n")
-    tmp.replace(path)
-
-
-def _jsonl(rows):
-    return (json.dumps(r, ensure_ascii=False) for r in rows)
-
-
 def generate(out_dir, seed=SEED, sizes=Sizes()):
     """Write every demo file into out_dir; the same seed gives byte-identical files."""
     out = Path(out_dir)
@@ -432,11 +418,12 @@ def generate(out_dir, seed=SEED, sizes=Sizes()):
     rng.shuffle(sft)
     sft = [{"id": f"demo-sft-{i:05d}", **row} for i, row in enumerate(sft)]
 
-    _write_atomic(out / FILES["corpus"], corpus)
-    _write_atomic(out / FILES["sft"], _jsonl(sft))
-    _write_atomic(out / FILES["mcqa"], _jsonl(mcqa_test))
-    _write_atomic(out / FILES["longqa"], _jsonl(longqa_test))
-    _write_atomic(out / FILES["mtbench"], _jsonl(make_mtbench(rng, facts)))
+    with AtomicWriter(out) as writer:
+        writer.text(FILES["corpus"], corpus)
+        writer.jsonl(FILES["sft"], sft)
+        writer.jsonl(FILES["mcqa"], mcqa_test)
+        writer.jsonl(FILES["longqa"], longqa_test)
+        writer.jsonl(FILES["mtbench"], make_mtbench(rng, facts))
     counts = {"facts": len(facts), "corpus": len(corpus), "sft": len(sft), "mcqa": len(mcqa_test),
               "longqa": len(longqa_test)}
     print(f"demo data in {out}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))

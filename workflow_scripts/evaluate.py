@@ -161,10 +161,9 @@ def load_benchmarks(bench_dir, benchmarks: dict) -> dict:
 
 # --- worker: the evaluated model in one vLLM engine -------------------------------------------
 
-def start_engine(model, serve: dict, device: str):
+def start_engine(model, serve: dict):
     """vllm.LLM with the serve settings; dtype auto (bf16 on CUDA for bf16 models)."""
-    if device == "cpu":
-        vllm_cpu.configure(serve)
+    vllm_cpu.configure(serve)
     from vllm import LLM
 
     return LLM(model=str(model), dtype="auto", seed=serve["seed"],
@@ -327,7 +326,7 @@ def worker_generate(args) -> int:
     state = Path(args.state)
     state.write_text("starting")
     start = time.perf_counter()
-    llm = start_engine(args.model, serve, device)
+    llm = start_engine(args.model, serve)
     engine_seconds = time.perf_counter() - start
     state.write_text("started")
     print(f"engine started in {engine_seconds:.1f} s", flush=True)
@@ -363,10 +362,10 @@ def worker_generate(args) -> int:
 def worker_judge(args) -> int:
     """Rate each (conversation, turn) of --in 1-10 with the judge model; writes --out."""
     spec = json.loads(args.spec)
-    serve, device = serve_settings(spec), detect_device()
+    serve = serve_settings(spec)
     convs = read_jsonl(args.inp)
     Path(args.state).write_text("starting")
-    llm = start_engine(args.model, serve, device)
+    llm = start_engine(args.model, serve)
     Path(args.state).write_text("started")
     tok, max_len = llm.get_tokenizer(), effective_max_model_len(args.model, serve)
     ps = [chat_prompt(tok, [{"role": "user", "content": answers.judge_prompt(

