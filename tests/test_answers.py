@@ -1,8 +1,12 @@
 """Answer parsing and scoring (workflow_scripts/answers.py): fast, stdlib only."""
 import pytest
 
+import json
+
+from workflow_scripts import answers, prompts
 from workflow_scripts.answers import (
-    f1_score, judge_prompt, normalize_tokens, parse_mcqa, parse_rating, strip_thinking,
+    RULES, explain_mcqa, explain_rating, f1_score, judge_prompt, normalize_tokens, parse_mcqa, parse_rating,
+    strip_thinking,
 )
 
 FOUR = ["서울", "부산", "대구", "인천"]
@@ -83,6 +87,80 @@ def test_parse_mcqa(response, options, expected):
     assert parse_mcqa(response, options) == expected
 
 
+FRUIT = ["사과", "배", "감", "귤"]
+COUNTS = ["2개", "4개", "6개", "8개"]
+
+# Held-out defect classes (issue 10): (response, options, expected option or None)
+DEFECT_CASES = [
+    # 3. restated options choose nothing; an answer after them still counts
+    ("(A) 사과 (B) 배 (C) 감 (D) 귤", FRUIT, None),
+    ("A. 사과\nB. 배\nC. 감\nD. 귤", FRUIT, None),
+    ("A) 사과, B) 배, C) 감, D) 귤\n\nI don't know.", FRUIT, None),
+    ("질문: 가장 작은 과일은?\nA. 사과\nB. 배\nC. 감\nD. 귤\n\n잘 모르겠습니다.", FRUIT, None),
+    (prompts.mcqa_prompt({"question": "가장 작은 과일은?", "options": FRUIT}), FRUIT, None),
+    ("A. 사과\nB. 배\nC. 감\nD. 귤\n\n정답: C", FRUIT, 3),
+    ("B. 배", FRUIT, 2),                                  # one option with its text is an answer
+    ("A. 사과는 크고 B. 배는 더 큽니다. 정답: D", FRUIT, 4),
+    # 4. words containing 답 are not markers; 답변 and 최종 답변 are
+    ("정답: D\n흔한 오답: A", FRUIT, 4),
+    ("정답은 B입니다. 오답은 A입니다.", FRUIT, 2),
+    ("C가 정답이고 A는 오답입니다.", FRUIT, 3),
+    ("흔한 오답은 A입니다.", FRUIT, None),
+    ("그 질문에는 대답하기 어렵습니다. A 또는 B", FRUIT, None),
+    ("답변하기 어려운 질문입니다.", FRUIT, None),
+    ("정답률이 낮은 문제입니다.", FRUIT, None),
+    ("답변: C", FRUIT, 3),
+    ("최종 답변: (B)", FRUIT, 2),
+    ("**최종 답변**: D", FRUIT, 4),
+    # 5. a number with a unit is a quantity: the option whose text it is, not an option number
+    ("정답: 4개", COUNTS, 2),
+    ("정답은 6개입니다.", COUNTS, 3),
+    ("답: 8개", COUNTS, 4),
+    ("4개", COUNTS, 2),
+    ("정답은 2번입니다.", COUNTS, 2),                      # 번 is the option number
+    ("정답: 20%", ["10%", "20%", "30%", "40%"], 2),
+    ("정답: 4", ["2", "4", "6", "8"], 2),                   # the value that is an option's text
+    ("정답: 3개", FOUR, None),                              # a quantity that is no option
+    ("정답은 2가지입니다.", 4, None),
+    # 6. an answer on a later line, a bold letter or a letter with a copula before an explanation
+    ("정답은 아래와 같습니다.\n\nD. 귤", FRUIT, 4),
+    ("정답은 다음과 같습니다:\n\n**C. 감**\n\n감은 가을에 익습니다.", FRUIT, 3),
+    ("The answer is as follows:\nB) 배", FRUIT, 2),
+    ("**D**\n\n귤은 껍질을 손으로 깔 수 있습니다.", FRUIT, 4),
+    ("**D** 귤은 껍질을 손으로 깔 수 있습니다.", FRUIT, 4),
+    ("D입니다. 귤은 껍질을 손으로 깔 수 있습니다.", FRUIT, 4),
+    ("B입니다\n배는 수분이 많습니다.", FRUIT, 2),
+    ("정답은 모르겠습니다.\n\nA. 사과는 빨갛습니다.", FRUIT, None),  # no announced answer below
+]
+
+
+@pytest.mark.parametrize("response,options,expected", DEFECT_CASES)
+def test_parse_mcqa_defect_classes(response, options, expected):
+    assert parse_mcqa(response, options) == expected
+
+
+# One response per rule: explain_mcqa names the rule that decided.
+RULE_CASES = [
+    ("정답: C", FOUR, 3, "marker"),
+    ("정답: 4개", COUNTS, 2, "marker_text"),
+    ("정답은 아래와 같습니다.\n\nD. 귤", FRUIT, 4, "marker_next_line"),
+    ("C가 정답입니다.", FOUR, 3, "marker_after"),
+    ("**B**", FOUR, 2, "bare"),
+    ("C. 서울이 수도입니다.", FOUR, 3, "leading"),
+    ("부산입니다.", FOUR, 2, "option_text"),
+    ("정답: E", FOUR, None, "out_of_range"),
+    ("(A) 서울 (B) 부산 (C) 대구 (D) 인천", FOUR, None, "echo"),
+    ("<think>정답: C</think>", FOUR, None, "empty"),
+    ("모르겠습니다.", FOUR, None, "none"),
+]
+
+
+def test_explain_mcqa_names_every_rule():
+    assert sorted(rule for *_, rule in RULE_CASES) == sorted(RULES)
+    for response, options, option, rule in RULE_CASES:
+        assert explain_mcqa(response, options) == (option, rule), response
+
+
 def test_parse_mcqa_count_only_skips_text_match():
     assert parse_mcqa("부산", 4) is None
     assert parse_mcqa("B", 4) == 2
@@ -118,6 +196,41 @@ def test_f1(pred, gold, expected):
     assert f1_score(pred, gold) == pytest.approx(expected)
 
 
+@pytest.mark.parametrize("pred,gold,expected", [
+    # 1. a noun that ends like a particle keeps its last syllable, in gold and prediction alike
+    ("요가입니다.", "요가", 1.0),
+    ("오이가 싱싱합니다", "오이", 2 / 3),
+    ("포도예요", "포도", 1.0),
+    ("도로로", "도로", 1.0),
+    ("결과는", "결과", 1.0),
+    ("고양이입니다.", "고양이", 1.0),
+    ("서울이에요", "서울", 1.0),
+    ("사과", "사도", 0.0),                                 # no common stem 사
+    # 2. numbers stay whole: thousands separators dropped, decimal points kept
+    ("25,000원", "25000원", 1.0),
+    ("1,234,567명입니다.", "1234567명", 1.0),
+    ("약 3,000", "3000", 2 / 3),
+    ("3.5%입니다", "3.5%", 1.0),
+    ("3", "3.5", 0.0),
+    ("1,2,3", "1 2 3", 1.0),                               # not digit groups: still split
+])
+def test_f1_defect_classes(pred, gold, expected):
+    assert f1_score(pred, gold) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("noun", ["요가", "오이", "포도", "사과", "도로", "기와", "자만", "보은", "고양이", "서울"])
+def test_noun_and_noun_with_particles_normalize_alike(noun):
+    base = normalize_tokens(noun)
+    assert len(base) == 1 and len(base[0]) >= min(2, len(noun))
+    for suffix in ["입니다", "이다", "예요", "는", "가", "도", "로", "에서는", "만"]:
+        assert normalize_tokens(noun + suffix) == base, noun + suffix
+
+
+def test_two_syllable_nouns_are_not_particles():
+    assert normalize_tokens("요가 오이 포도 사과 도로 기와 치과 자만 보은") == \
+        ["요가", "오이", "포도", "사과", "도로", "기와", "치과", "자만", "보은"]
+
+
 def test_josa_keeps_a_word_that_is_only_a_particle():
     # 이, 가, 도 alone are words, not particles of an empty stem
     assert normalize_tokens("이 가 도") == ["이", "가", "도"]
@@ -149,6 +262,43 @@ def test_f1_is_symmetric_and_bounded():
 ])
 def test_parse_rating(text, expected):
     assert parse_rating(text) == expected
+
+
+@pytest.mark.parametrize("text,expected", [
+    # 7. single brackets, as FastChat's MT-Bench parser accepts when [[ ]] is missing
+    ("Rating: [7]", (7.0, "label")),
+    ("평점: [6]", (6.0, "label")),
+    ("The answer is accurate and detailed. [8]", (8.0, "single_brackets")),
+    ("Rating: [[9]], not [3]", (9.0, "double_brackets")),
+    ("As in [2], it is right. Rating: 8", (8.0, "label")),   # a label beats a bracketed citation
+    ("Rating: [11]", (None, "out_of_range")),
+    ("No rating.", (None, "none")),
+])
+def test_explain_rating(text, expected):
+    assert explain_rating(text) == expected
+
+
+def test_explain_cli_prints_one_line_per_row(tmp_path, capsys):
+    rows = [
+        {"benchmark": "mc", "id": "q1", "response": "정답: D\n흔한 오답: A", "parsed": 1, "gold": 4,
+         "correct": False, "options": FRUIT},
+        {"benchmark": "mc", "id": "q2", "response": "(A) 사과 (B) 배 (C) 감 (D) 귤", "parsed": None, "gold": 1,
+         "correct": False, "options": FRUIT},
+        {"benchmark": "lq", "id": "l1", "response": "요가입니다.", "parsed": "요가입니다.", "gold": "요가", "score": 1.0},
+        {"benchmark": "mt", "id": "t1", "turn": 1, "response": "...", "parsed": None, "gold": None, "score": None,
+         "judge_response": "Good. Rating: [7]"},
+    ]
+    path = tmp_path / "lane.items.jsonl"
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    assert answers.main(["--explain", str(path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split("\t") == ["id", "benchmark", "gold", "parsed", "rule", "response"]
+    assert lines[1].split("\t")[:5] == ["q1", "mc", "D", "D", "marker (scored A)"]  # re-parsed, and how it was scored
+    assert lines[1].split("\t")[5] == "정답: D ⏎ 흔한 오답: A"
+    assert lines[2].split("\t")[:5] == ["q2", "mc", "A", "-", "echo"]
+    assert lines[3].split("\t")[:5] == ["l1", "lq", "요가", "요가입니다.", "text"]
+    assert lines[4].split("\t")[:5] == ["t1/1", "mt", "-", "7.0", "label (scored -)"]
+    assert lines[5] == "# mc: parse rate 50.0% (1/2); marker 1, echo 1"
 
 
 def test_judge_prompt_turns():

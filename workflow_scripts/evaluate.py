@@ -428,6 +428,7 @@ def score_rows(spec, items, rows, ratings=None, judge_note=None):
     for row in rows:
         item = by_id[str(row["id"])]
         if spec["kind"] == "mcqa":
+            row["options"] = item["options"]  # so that `answers --explain` can parse it again
             row["parsed"] = answers.parse_mcqa(row["response"], item["options"])
             row["gold"] = item["answer"]
             row["correct"] = row["parsed"] == item["answer"]
@@ -451,6 +452,8 @@ def score_rows(spec, items, rows, ratings=None, judge_note=None):
         entry["value"] = sum(got) / len(got) if got else None
         if judge_note or len(got) < len(rows):
             entry["note"] = judge_note or f"{len(rows) - len(got)} of {len(rows)} turns without a rating"
+    # Share of responses with an answer found (of judge responses with a rating; null without a judge).
+    entry["parse_rate"] = answers.parse_rate(rows) if spec["kind"] != "mtbench" or ratings else None
     return entry
 
 

@@ -27,8 +27,8 @@ STATUS_ORDER = {"ok": 0, "unsupported": 1, "failed": 2, "missing": 3}
 COST_COLUMNS = ["build_seconds", "cpu_seconds", "peak_rss_MB"]
 
 
-def columns(benchmarks):
-    return (["rank", "lane", "chain", "model", "status", "reason", *benchmarks,
+def columns(benchmarks, parse_rates=()):
+    return (["rank", "lane", "chain", "model", "status", "reason", *benchmarks, *parse_rates, "parse_flag",
              "Perf", "PerfNorm", "server_sec_per_token", "micro_sec_per_token", "SpeedNorm", "Score",
              "size_MB", "engine_memory_MB", *COST_COLUMNS, "log"])
 
@@ -109,6 +109,44 @@ def lane_cost(bench_dir, lane, chain):
     return {"build_seconds": seconds, "cpu_seconds": cpu, "peak_rss_MB": peak}
 
 
+# --- parse rates ---------------------------------------------------------------------------
+
+# A lane whose MCQA parse rate is this much below the base's is flagged: its accuracy may show an
+# answer format the parser misses (a compressed model that stopped writing "정답: C") rather
+# than lost knowledge.
+PARSE_DROP_POINTS = 5
+
+
+def parse_rate_columns(benchmarks_spec):
+    """`<bench>_parse_rate` for each MCQA benchmark: the share of responses with an answer found."""
+    return [f"{name}_parse_rate" for name, b in (benchmarks_spec or {}).items() if (b or {}).get("kind") == "mcqa"]
+
+
+def parse_rates(metrics, benchmarks_spec):
+    """{`<bench>_parse_rate`: rate or None} of a lane's MCQA benchmarks, from its metrics."""
+    found = (metrics or {}).get("benchmarks") or {}
+    return {col: _float((found.get(col.removesuffix("_parse_rate")) or {}).get("parse_rate"))
+            for col in parse_rate_columns(benchmarks_spec)}
+
+
+def parse_flag(rates, base_rates):
+    """'<bench> 80.0% vs base 95.0%' for each benchmark whose parse rate is more than
+    PARSE_DROP_POINTS below the base's ('; '-joined), or None."""
+    drops = [f"{col.removesuffix('_parse_rate')} {rate:.1%} vs base {base_rates[col]:.1%}"
+             for col, rate in rates.items()
+             if rate is not None and base_rates.get(col) is not None
+             and round(100 * (base_rates[col] - rate), 6) > PARSE_DROP_POINTS]
+    return "; ".join(drops) or None
+
+
+def parse_flag_notes(rows, metrics_dir):
+    """A summary.md note per flagged lane, with the command that shows how its answers parsed."""
+    return [f"**{r['lane']}**: parse rate more than {PARSE_DROP_POINTS} points below the base's "
+            f"({r['parse_flag']}): its accuracy may reflect an answer format the parser misses, not lost "
+            f"knowledge; audit with `python -m workflow_scripts.answers --explain "
+            f"{Path(metrics_dir) / (r['lane'] + '.items.jsonl')}`" for r in rows if r.get("parse_flag")]
+
+
 # --- rows ----------------------------------------------------------------------------------
 
 def read_metrics(metrics_dir, lane):
@@ -129,7 +167,7 @@ def _mb(n):
 
 def lane_row(lane, chain, metrics, read_error, base_metrics, spec, logs_dir, bench_dir):
     benchmarks = list(spec.get("benchmarks") or {})
-    row = {c: None for c in columns(benchmarks)}
+    row = {c: None for c in columns(benchmarks, parse_rate_columns(spec.get("benchmarks")))}
     row.update(lane=lane, chain=">".join(chain), model=chain_dir(chain), **lane_cost(bench_dir, lane, chain))
     log = newest_log(logs_dir, lane, chain)
     row["log"] = str(log) if log else None
@@ -148,6 +186,8 @@ def lane_row(lane, chain, metrics, read_error, base_metrics, spec, logs_dir, ben
     status = metrics.get("status") or "ok"
     row.update(status=status if status in STATUS_ORDER else "failed", reason=metrics.get("reason"))
     row.update(benchmark_values(metrics, spec.get("benchmarks")))
+    rates = parse_rates(metrics, spec.get("benchmarks"))
+    row.update(rates, parse_flag=parse_flag(rates, parse_rates(base_metrics, spec.get("benchmarks"))))
     speed = metrics.get("speed") or {}
     row["server_sec_per_token"] = _float(speed.get("server_sec_per_token"))
     row["micro_sec_per_token"] = _float(speed.get("micro_sec_per_token"))
@@ -199,6 +239,8 @@ def _md_value(col, v):
     if v is None or v == "":
         return ""
     if isinstance(v, float):
+        if col.endswith("_parse_rate"):
+            return f"{v:.1%}"
         if col.endswith("sec_per_token"):
             return f"{v:.3g}"
         if col.endswith(("_MB", "seconds")):
@@ -219,9 +261,10 @@ def null_benchmark_notes(metrics_by_lane, benchmarks):
     return notes
 
 
-def write_md(path, rows, benchmarks, metrics_by_lane, spec):
+def write_md(path, rows, benchmarks, metrics_by_lane, spec, metrics_dir="results/metrics"):
     uses = (spec.get("speed") or {}).get("score_uses", "server")
-    md_cols = ["rank", "lane", "chain", "status", *benchmarks, "Perf", "PerfNorm",
+    md_cols = ["rank", "lane", "chain", "status", *benchmarks, *parse_rate_columns(spec.get("benchmarks")),
+               "Perf", "PerfNorm",
                "server_sec_per_token", "micro_sec_per_token", "SpeedNorm", "Score",
                "size_MB", "engine_memory_MB", *COST_COLUMNS]
     lines = [
@@ -242,6 +285,7 @@ def write_md(path, rows, benchmarks, metrics_by_lane, spec):
     lines += [f"- **{r['lane']}** ({r['status']}): {r['reason'] or 'no Score'}"
               + (f" (log: `{r['log']}`)" if r["log"] and r["log"] not in (r["reason"] or "") else "")
               for r in unscored]
+    lines += [f"- {n}" for n in parse_flag_notes(rows, metrics_dir)]
     lines += ["- Cost columns sum Snakemake's benchmark records over the jobs of a lane's chain "
               "(each chain prefix, plus its evaluation), so a shared prefix counts in every lane "
               "that uses it; peak_rss_MB is the largest of those jobs."]
@@ -341,8 +385,8 @@ def write_summary(lanes, metrics_dir, logs_dir, bench_dir, out_dir, spec):
     rows = [lane_row(lane, list(chain), *read[lane], base, spec, logs_dir, bench_dir)
             for lane, chain in lanes.items()]
     rows = rank_rows(rows)
-    write_csv(out_dir / "summary.csv", rows, columns(benchmarks))
-    write_md(out_dir / "summary.md", rows, benchmarks, metrics_by_lane, spec)
+    write_csv(out_dir / "summary.csv", rows, columns(benchmarks, parse_rate_columns(spec.get("benchmarks"))))
+    write_md(out_dir / "summary.md", rows, benchmarks, metrics_by_lane, spec, metrics_dir)
     plot_pareto(out_dir / "pareto.png", rows)
     return rows
 
