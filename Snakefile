@@ -16,6 +16,15 @@ include: "rules/evaluate.smk"
 include: "rules/report.smk"
 
 
+# Checked once a real run starts (not on a dry run, which previews a GPU config on any host).
+onstart:
+    from workflow_scripts.config import device_error
+
+    if (why := device_error(CFG)):
+        print(f"config error: {_config_file}: {why}", file=sys.stderr)
+        sys.exit(1)
+
+
 rule all:
     input:
         RESULTS / "summary.csv",
@@ -30,7 +39,7 @@ onerror:
 
     try:
         write_summary(EVAL_LANES, METRICS, LOGS, BENCH, RESULTS,
-                      {k: CFG.get(k) for k in ("benchmarks", "speed")})
+                      {k: CFG.get(k) for k in ("benchmarks", "speed", "target")})
         print(f"run incomplete: partial summary written to {RESULTS / 'summary.md'}; packaging skipped")
     except Exception as e:  # the run already failed; say why the summary is missing too
         print(f"partial summary not written: {e}")

@@ -22,6 +22,7 @@ LOGS = RESULTS / "logs"
 BENCH = RESULTS / "benchmarks"
 # The serve interpreter: a relative path is relative to the repository, not the working directory.
 SERVE_PY = str(Path(workflow.basedir) / CFG["serve"]["python"])
+TARGET_PY = str(Path(workflow.basedir) / CFG["target"]["python"])
 BENCHMARKS = sorted(CFG["benchmarks"])
 # Every lane evaluated, the base model included (it is the Score's reference).
 EVAL_LANES = {"base": [], **PLAN.lanes}
@@ -90,3 +91,4 @@ def stage_cmd(rule_name, python=sys.executable, exclusive=False):
 CMD = {rule: stage_cmd(rule) for rule in ("prepare_data", "base_model", "quantize", "sft",
                                           "post_sft", "prune", "kd", "report", "package")}
 CMD["evaluate"] = stage_cmd("evaluate", python=SERVE_PY, exclusive=True)
+CMD["target_check"] = stage_cmd("target_check", python=TARGET_PY)

@@ -20,3 +20,21 @@ rule evaluate:
         "{CMD[evaluate]}.evaluate --model {input.model} --lane {wildcards.lane} --chain {params.chain:q} "
         "--bench-dir {DATA}/bench --spec {params.spec:q} --out {output.metrics} "
         "--items {output.details} 2>&1 | tee {log}"
+
+
+# Would the deployment target load the lane's model? Its own transformers / compressed-tensors
+# (target.python) load it and generate, after static checks of the server's known pitfalls.
+# One verdict per lane, for the summary's `target` column; the package gate asks again of the zip.
+rule target_check:
+    input:
+        model=lambda w: lane_model(w.lane),
+    output:
+        METRICS / "{lane}.target.json",
+    params:
+        target=json.dumps(CFG["target"], sort_keys=True),
+    threads: res("target_check", "threads")
+    resources: **rule_resources("target_check")
+    log: LOGS / "target_check" / "{lane}.log"
+    shell:
+        "{CMD[target_check]}.target_check --model {input.model} --target {params.target:q} "
+        "--out {output} > {log} 2>&1"

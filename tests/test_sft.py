@@ -6,7 +6,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import REPO, assert_one_line_error, run_training_stage
+from conftest import REPO, assert_one_line_error, assert_same_tokenizer, run_training_stage
 from workflow_scripts import sft
 from workflow_scripts.common import StageError
 from workflow_scripts.training import chat_sets, val_loss
@@ -48,6 +48,7 @@ def test_merged_weights_are_plain_and_differ_from_parent(sft_out, tiny_model_dir
     assert all(merged[k].dtype == parent[k].dtype for k in parent)
     cfg = json.loads((sft_out / "config.json").read_text())
     assert "quantization_config" not in cfg and cfg["use_cache"] is True
+    assert_same_tokenizer(tiny_model_dir, sft_out)
 
 
 def test_reloads_with_the_recorded_val_loss_and_generates(sft_out, tiny_data_dir):

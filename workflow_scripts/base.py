@@ -65,8 +65,10 @@ def train_tokenizer(texts, vocab_size, korean_words=False):
         show_progress=False,
     )
     tok.train_from_iterator(texts, trainer=trainer)
+    # Causal LMs take no token_type_ids (generate() rejects them), as EXAONE's own tokenizer says.
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tok, bos_token=BOS, eos_token=EOT, unk_token=UNK, pad_token=PAD,
+        model_input_names=["input_ids", "attention_mask"],
     )
     fast.chat_template = CHAT_TEMPLATE
     return fast

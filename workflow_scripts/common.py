@@ -3,6 +3,7 @@ device/dtype, JSONL, model folder checks and loading, and writing an output fold
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import json
 import os
 import random
@@ -204,12 +205,35 @@ def staged_output(out):
     os.replace(tmp, out)
 
 
-def save_model(model, tok, out, extra: dict):
-    """Model weights (safetensors, the only format transformers 5 writes) + tokenizer +
+# The tokenizer and chat template files a model folder may hold. Every stage copies them from its
+# parent byte for byte: re-saving them with another transformers release writes a tokenizer_config
+# that the target runtime cannot load (docs/target.md).
+TOKENIZER_FILES = ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
+                   "chat_template.jinja", "chat_template.json", "vocab.json", "vocab.txt", "merges.txt",
+                   "tokenizer.model", "*.tiktoken"]
+
+
+def tokenizer_files(model_dir):
+    """The tokenizer files of a model folder, sorted."""
+    return sorted(p for p in Path(model_dir).iterdir()
+                  if p.is_file() and any(fnmatch.fnmatch(p.name, pat) for pat in TOKENIZER_FILES))
+
+
+def copy_tokenizer(src, dst):
+    """Copy `src`'s tokenizer files into `dst` unchanged, or a StageError when it has none."""
+    files = tokenizer_files(src)
+    if not any(p.name == "tokenizer_config.json" for p in files):
+        raise StageError(f"model {src}: no tokenizer_config.json to carry into {dst}")
+    for p in files:
+        shutil.copyfile(p, Path(dst) / p.name)
+
+
+def save_model(model, parent, out, extra: dict):
+    """Model weights (safetensors) + the parent folder's tokenizer files, unchanged +
     {file name: JSON object}, written atomically."""
     with staged_output(out) as tmp:
         model.save_pretrained(tmp)
-        tok.save_pretrained(tmp)
+        copy_tokenizer(parent, tmp)
         for name, obj in extra.items():
             write_json(tmp / name, obj)
 

@@ -225,6 +225,21 @@ def load_plan(config: dict, config_file="config") -> Plan:
     return Plan(config=config, recipes=recipes, lanes=selected, all_lanes=all_lanes)
 
 
+def device_error(config):
+    """Why this interpreter's torch cannot run the stages on `compute.device`, or None. A CUDA
+    run with a CPU build of torch would train and quantize on the CPU while holding GPUs."""
+    if config["compute"]["device"] != "cuda":
+        return None
+    import torch
+
+    if torch.version.cuda is None:
+        return (f"compute.device is cuda, but the compress env's torch {torch.__version__} is a CPU build; "
+                "run scripts/setup_envs.sh on the CUDA host (it installs envs/torch-cuda.txt)")
+    if not torch.cuda.is_available():
+        return f"compute.device is cuda, but torch {torch.__version__} sees no CUDA device"
+    return None
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("configfile")

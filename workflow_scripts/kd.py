@@ -177,7 +177,7 @@ def distil(student_dir, teacher_dir, train_path, val_path, recipe, out) -> dict:
         "val_examples": len(val_ds),
     }
     student.config.use_cache = True  # gradient checkpointing turns it off
-    save_model(student.to(dtype), tok, out, {"kd_metrics.json": metrics})
+    save_model(student.to(dtype), student_dir, out, {"kd_metrics.json": metrics})
     return metrics
 
 

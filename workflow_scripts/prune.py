@@ -179,7 +179,7 @@ def prune(model_dir, calib_path, recipe, out):
         "calibration_tokens": tokens,
         "seconds": round(time.time() - t0, 2),
     }
-    save_model(model, tok, out, {"prune.json": info})
+    save_model(model, model_dir, out, {"prune.json": info})
     return info
 
 

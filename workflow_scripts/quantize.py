@@ -4,7 +4,7 @@ Schemes (compressed-tensors presets): W4A16 and W8A16 (GPTQ, grouped weights), W
 weights + dynamic per-token int8 activations, by GPTQ or by plain min-max observers),
 FP8_DYNAMIC (no calibration) and FP8 (static activation scales from calibration).
 lm_head (tied to the embeddings on EXAONE) is never quantized. The result is saved
-compressed, with the tokenizer and a small quantize.json, into --out (atomically: see
+compressed, with the parent's tokenizer files (unchanged) and a small quantize.json, into --out (atomically: see
 common.staged_output).
 
     python -m workflow_scripts.quantize --model DIR --calib results/data/calib.jsonl \
@@ -19,6 +19,7 @@ from workflow_scripts.chat_data import calibration_set
 from workflow_scripts.common import (
     StageError,
     check_full_precision,
+    copy_tokenizer,
     device_and_dtype,
     limit_threads,
     load_model,
@@ -116,7 +117,7 @@ def quantize(model_dir, calib_path, recipe, out):
         kwargs = dict(dataset=ds, num_calibration_samples=len(ds), max_seq_length=max_len) if ds else {}
         model = oneshot(model=model, recipe=make_modifier(recipe, scheme), **kwargs)
         model.save_pretrained(tmp, save_compressed=True)
-        tok.save_pretrained(tmp)
+        copy_tokenizer(model_dir, tmp)
         info = {
             "model": str(model_dir),
             "recipe": recipe,

@@ -28,7 +28,7 @@ COST_COLUMNS = ["build_seconds", "cpu_seconds", "peak_rss_MB"]
 
 
 def columns(benchmarks, parse_rates=()):
-    return (["rank", "lane", "chain", "model", "status", "reason", *benchmarks, *parse_rates, "parse_flag",
+    return (["rank", "lane", "chain", "model", "status", "target", "reason", *benchmarks, *parse_rates, "parse_flag",
              "Perf", "PerfNorm", "server_sec_per_token", "micro_sec_per_token", "SpeedNorm", "Score",
              "size_MB", "engine_memory_MB", *COST_COLUMNS, "log"])
 
@@ -160,15 +160,29 @@ def read_metrics(metrics_dir, lane):
         return None, f"metrics file {path} is unreadable ({e})"
 
 
+def target_verdict(metrics_dir, lane):
+    """The summary's `target` cell: 'ok', or why the deployment target would reject the lane's
+    model (workflow_scripts.target_check wrote METRICS/<lane>.target.json)."""
+    path = Path(metrics_dir) / f"{lane}.target.json"
+    if not path.is_file():
+        return "not checked (no target check result)"
+    try:
+        verdict = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        return f"not checked ({path} is unreadable: {e})"
+    return "ok" if verdict.get("ok") else verdict.get("reason") or "rejected"
+
+
 def _mb(n):
     n = _float(n)
     return None if n is None else n / 1e6
 
 
-def lane_row(lane, chain, metrics, read_error, base_metrics, spec, logs_dir, bench_dir):
+def lane_row(lane, chain, metrics, read_error, base_metrics, spec, metrics_dir, logs_dir, bench_dir):
     benchmarks = list(spec.get("benchmarks") or {})
     row = {c: None for c in columns(benchmarks, parse_rate_columns(spec.get("benchmarks")))}
     row.update(lane=lane, chain=">".join(chain), model=chain_dir(chain), **lane_cost(bench_dir, lane, chain))
+    row["target"] = target_verdict(metrics_dir, lane)
     log = newest_log(logs_dir, lane, chain)
     row["log"] = str(log) if log else None
 
@@ -261,9 +275,20 @@ def null_benchmark_notes(metrics_by_lane, benchmarks):
     return notes
 
 
+def target_line(target):
+    """What the `target` column checked, in one sentence."""
+    if not target:
+        return "`target`: no deployment target configured."
+    return (f"`target`: would the deployment target ({target['name']}: vLLM {target['vllm']}, transformers "
+            f"{target['transformers']}, compressed-tensors {target['compressed_tensors']}, torch {target['torch']}, "
+            f"{target['gpu']}) load the lane's model? ok, or its reason to reject it: static checks of the "
+            f"server's known pitfalls, then a load and greedy generation with the target's own transformers "
+            f"and compressed-tensors (docs/target.md). vLLM {target['vllm']} itself is checked only on a CUDA host.")
+
+
 def write_md(path, rows, benchmarks, metrics_by_lane, spec, metrics_dir="results/metrics"):
     uses = (spec.get("speed") or {}).get("score_uses", "server")
-    md_cols = ["rank", "lane", "chain", "status", *benchmarks, *parse_rate_columns(spec.get("benchmarks")),
+    md_cols = ["rank", "lane", "chain", "status", "target", *benchmarks, *parse_rate_columns(spec.get("benchmarks")),
                "Perf", "PerfNorm",
                "server_sec_per_token", "micro_sec_per_token", "SpeedNorm", "Score",
                "size_MB", "engine_memory_MB", *COST_COLUMNS]
@@ -273,6 +298,8 @@ def write_md(path, rows, benchmarks, metrics_by_lane, spec, metrics_dir="results
         f"Score = max(0.5 PerfNorm + 0.5 SpeedNorm, 0); PerfNorm = Perf / Perf_base; "
         f"SpeedNorm = 1 - spt / spt_base with spt = `{SPEED_KEYS.get(uses, uses)}` "
         f"(speed.score_uses: {uses}). The base model is the reference (Score 0.5 by definition).",
+        "",
+        target_line(spec.get("target")),
         "",
         "| " + " | ".join(md_cols) + " |",
         "|" + "---|" * len(md_cols),
@@ -382,7 +409,7 @@ def write_summary(lanes, metrics_dir, logs_dir, bench_dir, out_dir, spec):
     base = metrics_by_lane.get(BASE)
     if base is not None and (base.get("status") or "ok") != "ok":
         base = None  # a base that did not evaluate cannot be the reference
-    rows = [lane_row(lane, list(chain), *read[lane], base, spec, logs_dir, bench_dir)
+    rows = [lane_row(lane, list(chain), *read[lane], base, spec, metrics_dir, logs_dir, bench_dir)
             for lane, chain in lanes.items()]
     rows = rank_rows(rows)
     write_csv(out_dir / "summary.csv", rows, columns(benchmarks, parse_rate_columns(spec.get("benchmarks"))))

