@@ -1,4 +1,4 @@
-"""The contest Score of a lane against the base model (docs/metrics.md, DESIGN.md "Scoring").
+"""The contest Score of a lane against the base model (docs/metrics.md, "Score").
 
     Perf      = weighted mean of the benchmark values that are not null
     PerfNorm  = Perf / Perf_base
