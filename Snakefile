@@ -39,7 +39,7 @@ onerror:
 
     try:
         write_summary(EVAL_LANES, METRICS, LOGS, BENCH, RESULTS,
-                      {k: CFG.get(k) for k in ("benchmarks", "speed", "target")})
+                      {k: CFG.get(k) for k in ("benchmarks", "speed", "target", "package")})
         print(f"run incomplete: partial summary written to {RESULTS / 'summary.md'}; packaging skipped")
     except Exception as e:  # the run already failed; say why the summary is missing too
         print(f"partial summary not written: {e}")

@@ -4,13 +4,14 @@ rule summary:
     input:
         metrics=expand(METRICS / "{lane}.json", lane=EVAL_LANES),
         target=expand(METRICS / "{lane}.target.json", lane=EVAL_LANES),
+        recheck=METRICS / "base.recheck.json",
     output:
         csv=report(RESULTS / "summary.csv", category="Summary"),
         md=RESULTS / "summary.md",
         plot=report(RESULTS / "pareto.png", category="Summary"),
     params:
         lanes=json.dumps(EVAL_LANES),
-        spec=json.dumps({k: CFG.get(k) for k in ("benchmarks", "speed", "target")}, sort_keys=True),
+        spec=json.dumps({k: CFG.get(k) for k in ("benchmarks", "speed", "target", "package")}, sort_keys=True),
     threads: res("report", "threads")
     resources: **rule_resources("report")
     log: LOGS / "summary.log"

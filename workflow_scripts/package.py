@@ -57,7 +57,8 @@ TARGET_CHECK_TIMEOUT_S = 1200
 # --- candidates ----------------------------------------------------------------------------
 
 def candidates(summary_csv):
-    """The scored lanes of summary.csv (base excluded), best Score first."""
+    """The scored lanes of summary.csv (base excluded) in the summary's rank order, which is
+    tie-aware (lanes tied by timing noise are ordered by PerfNorm); by Score without ranks."""
     path = Path(summary_csv)
     if not path.is_file():
         raise StageError(f"summary {path}: file does not exist")
@@ -71,7 +72,11 @@ def candidates(summary_csv):
         # The model folder name; summaries without the column have the chain 'r1>r2'.
         r["model"] = r.get("model") or ".".join(["base", *filter(None, (r.get("chain") or "").split(">"))])
         out.append(r)
-    return sorted(out, key=lambda r: -r["Score"])
+    def order(r):
+        rank = str(r.get("rank") or "")
+        return (int(rank), 0.0) if rank.isdigit() else (float("inf"), -r["Score"])
+
+    return sorted(out, key=order)
 
 
 def model_files(model_dir):

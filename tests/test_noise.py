@@ -1,0 +1,104 @@
+"""Timing noise (workflow_scripts/noise.py): the noise floor, Score intervals, tie-aware ranking,
+and how the summary shows them (report.write_summary with hand-made metrics)."""
+import csv
+import json
+
+import pytest
+
+from workflow_scripts import noise, report
+
+
+def test_noise_floor_is_the_spread_between_the_base_processes():
+    assert noise.noise_floor([[0.010, 0.011, 0.009], [0.012, 0.012]]) == pytest.approx(0.002 / 0.011)
+    assert noise.noise_floor([[0.010], []]) is None  # one process: unknown, not zero
+
+
+def test_lane_interval_is_its_runs_widened_by_the_floor():
+    lo, hi = noise.lane_interval([0.010, 0.012, 0.011], floor=0.1)
+    assert lo == pytest.approx(0.010 * 0.95) and hi == pytest.approx(0.012 * 1.05)
+    assert noise.lane_interval([], 0.1) is None
+
+
+def test_score_interval_brackets_the_point_score():
+    base = (0.0095, 0.0105)
+    lane = noise.lane_interval([0.0078, 0.008, 0.0082], floor=0.05)
+    low, high, speed_low, speed_high = noise.score_interval(1.0, lane, base)
+    point = 0.5 * 1.0 + 0.5 * (1 - 0.008 / 0.01)
+    assert low < point < high
+    assert speed_low == pytest.approx(1 - lane[1] / base[0]) and speed_high == pytest.approx(1 - lane[0] / base[1])
+    assert noise.score_interval(None, lane, base) is None
+
+
+def row(lane, score, low, high, perf_norm):
+    return {"lane": lane, "Score": score, "Score_low": low, "Score_high": high, "PerfNorm": perf_norm}
+
+
+def test_overlapping_lanes_tie_and_are_ordered_by_perfnorm():
+    rows = [row("fast_wrong", 0.60, 0.55, 0.65, 0.90),   # overlaps accurate
+            row("accurate", 0.58, 0.54, 0.62, 1.02),
+            row("chained", 0.53, 0.50, 0.545, 1.00),     # overlaps accurate only: same group
+            row("alone", 0.40, 0.38, 0.42, 1.05)]
+    ranked = noise.tie_aware_order(rows)
+    assert [r["lane"] for r in ranked] == ["accurate", "chained", "fast_wrong", "alone"]
+    assert ranked[0]["tied_with"] == "fast_wrong;chained" and ranked[-1]["tied_with"] is None
+    assert noise.places_decided_by_noise(ranked, 3) == 3
+    assert noise.places_decided_by_noise(ranked[3:], 1) == 0
+
+
+def test_separate_intervals_keep_the_score_order():
+    rows = [row("b", 0.55, 0.54, 0.56, 0.9), row("a", 0.60, 0.59, 0.61, 0.8)]
+    assert [r["lane"] for r in noise.tie_aware_order(rows)] == ["a", "b"]
+
+
+def metrics(lane, mcqa, runs, device="cpu"):
+    return {"lane": lane, "status": "ok", "reason": None, "runtime": {"device": device},
+            "benchmarks": {"mcqa": {"metric": "accuracy", "value": mcqa, "weight": 1.0, "parse_rate": 1.0}},
+            "speed": {"server_sec_per_token": sorted(runs)[len(runs) // 2], "server_runs_sec_per_token": runs,
+                      "micro_sec_per_token": None},
+            "size_bytes": 1_000_000}
+
+
+def test_summary_has_intervals_the_floor_and_tie_marks(tmp_path):
+    d = tmp_path / "metrics"
+    d.mkdir()
+    lanes = {"base": [], "fast": ["q1"], "accurate": ["q2"], "slow": ["q3"]}
+    files = {"base": metrics("base", 0.80, [0.0100, 0.0101, 0.0099]),
+             "base.recheck": metrics("base", 0.80, [0.0104, 0.0105, 0.0103]),
+             "fast": metrics("fast", 0.78, [0.0075, 0.0076, 0.0077]),       # Score 0.6075
+             "accurate": metrics("accurate", 0.82, [0.0083, 0.0084, 0.0085]),  # 0.5925, tied with fast
+             "slow": metrics("slow", 0.80, [0.0150, 0.0151, 0.0149])}     # far below
+    for name, m in files.items():
+        (d / f"{name}.json").write_text(json.dumps(m))
+    spec = {"benchmarks": {"mcqa": {"weight": 1.0, "kind": "mcqa"}}, "speed": {"score_uses": "server"},
+            "package": {"top_k": 2}}
+    report.write_summary(lanes, d, tmp_path / "logs", tmp_path / "bench", tmp_path, spec)
+
+    rows = {r["lane"]: r for r in csv.DictReader(open(tmp_path / "summary.csv"))}
+    for lane in ("fast", "accurate", "slow"):
+        assert float(rows[lane]["Score_low"]) <= float(rows[lane]["Score"]) <= float(rows[lane]["Score_high"])
+    assert rows["fast"]["tied_with"] == "accurate" and rows["accurate"]["tied_with"] == "fast"
+    assert rows["slow"]["tied_with"] == ""
+    # Tied: the more accurate lane ranks first although its point Score is lower.
+    assert float(rows["fast"]["Score"]) > float(rows["accurate"]["Score"])
+    assert (rows["accurate"]["rank"], rows["fast"]["rank"], rows["slow"]["rank"]) == ("1", "2", "3")
+
+    md = (tmp_path / "summary.md").read_text()
+    floor = (0.0104 - 0.0100) / 0.0102
+    assert f"moved by {100 * floor:.1f} % between its two processes" in md
+    assert "2 of the top 2 places are decided by noise" in md
+    assert "Speed was measured on a CPU" in md
+    assert (tmp_path / "pareto.png").stat().st_size > 10_000
+
+
+def test_without_a_recheck_the_floor_is_unknown(tmp_path):
+    d = tmp_path / "metrics"
+    d.mkdir()
+    for name, m in {"base": metrics("base", 0.8, [0.01, 0.011, 0.012], device="cuda"),
+                    "a": metrics("a", 0.8, [0.008, 0.0081, 0.0082], device="cuda")}.items():
+        (d / f"{name}.json").write_text(json.dumps(m))
+    spec = {"benchmarks": {"mcqa": {"weight": 1.0, "kind": "mcqa"}}, "speed": {"score_uses": "server"}}
+    report.write_summary({"base": [], "a": ["q"]}, d, tmp_path / "logs", tmp_path / "bench", tmp_path, spec)
+    md = (tmp_path / "summary.md").read_text()
+    assert "Noise floor: unknown" in md and "Speed was measured on a CPU" not in md
+    (a,) = [r for r in csv.DictReader(open(tmp_path / "summary.csv")) if r["lane"] == "a"]
+    assert float(a["Score_low"]) < float(a["Score"]) < float(a["Score_high"])

@@ -1,0 +1,92 @@
+"""Signal and noise in the speed half of the Score (docs/metrics.md, "Intervals and ties").
+
+Every evaluation times its benchmark generations and its micro-benchmark `speed.repeats` times;
+the base model is timed again in a second process after every lane's evaluation. From those:
+  noise floor   the relative spread of the base's sec/token between its processes
+                (|median_1 - median_2| / mean of both): what moving to another process, or the
+                machine drifting over the run, does to one unchanged model;
+  a lane's spt  interval [min(runs) * (1 - floor/2), max(runs) * (1 + floor/2)]: its own
+                repetitions, widened by the floor because its single process is subject to it too;
+  the base's    interval [min, max] over the runs of both of its processes;
+  SpeedNorm     interval [1 - lane_hi / base_lo, 1 - lane_lo / base_hi], and Score's from it
+                (PerfNorm is exact: greedy decoding answers the same every time).
+Lanes whose Score intervals overlap (directly or through a chain of overlaps) are tied; inside a
+tie the order is by PerfNorm, which noise does not move.
+
+Pure functions on metrics dicts and summary rows, stdlib only.
+"""
+from __future__ import annotations
+
+import statistics
+
+from workflow_scripts.score import SPEED_KEYS, _number
+
+RUNS_KEYS = {"server": "server_runs_sec_per_token", "micro": "micro_runs_sec_per_token"}
+
+
+def speed_runs(metrics, uses="server"):
+    """The timed repetitions of a lane's sec/token (the point value alone for older metrics)."""
+    speed = (metrics or {}).get("speed") or {}
+    runs = [v for v in map(_number, speed.get(RUNS_KEYS[uses]) or []) if v is not None and v > 0]
+    point = _number(speed.get(SPEED_KEYS[uses]))
+    return runs or ([point] if point and point > 0 else [])
+
+
+def noise_floor(base_runs_by_process):
+    """Relative spread between the base's processes' medians; None with fewer than two."""
+    medians = [statistics.median(runs) for runs in base_runs_by_process if runs]
+    if len(medians) < 2:
+        return None
+    return (max(medians) - min(medians)) / statistics.mean(medians)
+
+
+def lane_interval(runs, floor):
+    if not runs:
+        return None
+    f = floor or 0.0
+    return min(runs) * (1 - f / 2), max(runs) * (1 + f / 2)
+
+
+def base_interval(base_runs_by_process):
+    runs = [r for process in base_runs_by_process for r in process]
+    return (min(runs), max(runs)) if runs else None
+
+
+def score_interval(perf_norm, lane_spt, base_spt):
+    """(Score_low, Score_high) from PerfNorm and the two sec/token intervals; None if any is missing."""
+    if perf_norm is None or not lane_spt or not base_spt:
+        return None
+    speed_low, speed_high = 1 - lane_spt[1] / base_spt[0], 1 - lane_spt[0] / base_spt[1]
+    return (max(0.5 * perf_norm + 0.5 * speed_low, 0.0), max(0.5 * perf_norm + 0.5 * speed_high, 0.0),
+            speed_low, speed_high)
+
+
+def tie_groups(rows):
+    """Scored rows (with Score, Score_low, Score_high) grouped by overlapping intervals, best
+    Score first: consecutive rows (by Score) join a group while their interval reaches below
+    the lowest bound the group has."""
+    groups = []
+    for r in sorted(rows, key=lambda r: (-r["Score"], r["lane"])):
+        if groups and r["Score_high"] >= min(g["Score_low"] for g in groups[-1]):
+            groups[-1].append(r)
+        else:
+            groups.append([r])
+    return groups
+
+
+def tie_aware_order(rows):
+    """Scored rows in rank order: groups by Score, inside a group by PerfNorm (then Score).
+    Sets each row's `tied_with` (the other lanes of its group, or None)."""
+    ordered = []
+    for group in tie_groups(rows):
+        names = [r["lane"] for r in group]
+        for r in sorted(group, key=lambda r: (-(r["PerfNorm"] or 0.0), -r["Score"], r["lane"])):
+            others = [n for n in names if n != r["lane"]]
+            r["tied_with"] = ";".join(others) or None
+            ordered.append(r)
+    return ordered
+
+
+def places_decided_by_noise(ranked, k):
+    """How many of the first k ranked lanes are tied with another lane."""
+    return sum(1 for r in ranked[:k] if r.get("tied_with"))
