@@ -2,13 +2,12 @@
 saves a loadable model, and the local-path copy of a real model."""
 import dataclasses
 import json
-import random
 from pathlib import Path
 
 import pytest
 import yaml
 
-from workflow_scripts import base, data, demo_data, prompts
+from workflow_scripts import base, data, demo_data
 from workflow_scripts.common import StageError
 
 REPO = Path(__file__).resolve().parent.parent

@@ -1,5 +1,4 @@
 """Config validation and cross-checks: each bad config fails with one line naming file and key."""
-import copy
 import subprocess
 import sys
 from pathlib import Path

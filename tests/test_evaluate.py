@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from workflow_scripts import answers, evaluate
+from workflow_scripts import answers, benchmark_scoring, common, evaluate, serve_formats
 from workflow_scripts.common import StageError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -163,17 +163,17 @@ def _group(wbits, wtype="int", act=None):
 def test_capability_table(groups, scheme, cpu_ok):
     q = {"quant_method": "compressed-tensors", "format": "pack-quantized",
          "config_groups": {f"group_{i}": g for i, g in enumerate(groups)}}
-    summary = evaluate.quant_summary({"quantization_config": q})
+    summary = serve_formats.quant_summary({"quantization_config": q})
     assert summary["scheme"] == scheme
-    assert (evaluate.unsupported_reason(summary, "cpu") is None) == cpu_ok
-    assert evaluate.unsupported_reason(summary, "cuda") is None
+    assert (serve_formats.unsupported_reason(summary, "cpu") is None) == cpu_ok
+    assert serve_formats.unsupported_reason(summary, "cuda") is None
 
 
 def test_quant_summary_dense_and_other_methods():
-    assert evaluate.quant_summary({"hidden_size": 128}) is None
-    assert evaluate.quant_summary({"quantization_config": {"quant_method": "gptq", "bits": 4}})["scheme"] == "W4A16"
-    fp8 = evaluate.quant_summary({"quantization_config": {"quant_method": "fp8", "activation_scheme": "static"}})
-    assert evaluate.unsupported_reason(fp8, "cpu")
+    assert serve_formats.quant_summary({"hidden_size": 128}) is None
+    assert serve_formats.quant_summary({"quantization_config": {"quant_method": "gptq", "bits": 4}})["scheme"] == "W4A16"
+    fp8 = serve_formats.quant_summary({"quantization_config": {"quant_method": "fp8", "activation_scheme": "static"}})
+    assert serve_formats.unsupported_reason(fp8, "cpu")
 
 
 def test_root_cause_skips_vllm_wrappers():
@@ -186,9 +186,9 @@ def test_root_cause_skips_vllm_wrappers():
         "an exception in a background process. See stack trace for root cause.",
         "RuntimeError: Engine core initialization failed. See root cause above. Failed core proc(s): {}",
     ]
-    reason = evaluate.root_cause(log)
+    reason = common.root_cause(log)
     assert reason.startswith("ValueError: Failed to find a kernel") and "uint8b128" in reason
-    assert evaluate.root_cause(["something odd", ""]) == "something odd"
+    assert common.root_cause(["something odd", ""]) == "something odd"
 
 
 def test_score_rows_mtbench_with_ratings():
@@ -196,7 +196,7 @@ def test_score_rows_mtbench_with_ratings():
     items = [{"id": "a", "turns": ["q1", "q2"], "reference": ["r1", "r2"]}]
     rows = [{"id": "a", "turn": 1, "response": "x"}, {"id": "a", "turn": 2, "response": "y"}]
     ratings = {("a", 1): {"rating": 8.0, "judge_response": "[[8]]"}, ("a", 2): {"rating": None, "judge_response": "?"}}
-    entry = evaluate.score_rows(spec, items, rows, ratings)
+    entry = benchmark_scoring.score_rows(spec, items, rows, ratings)
     assert entry["value"] == 8.0 and entry["n"] == 1 and "1 of 2 turns" in entry["note"]
     assert rows[0]["gold"] == "r1" and rows[1]["gold"] == "r2" and rows[0]["judge_response"] == "[[8]]"
 

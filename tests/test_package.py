@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from conftest import copy_with
-from workflow_scripts import package
+from workflow_scripts import common, package
 
 REPO = Path(__file__).resolve().parent.parent
 SERVE_PY = REPO / ".venv-serve" / "bin" / "python"
@@ -194,6 +194,6 @@ def test_serve_failure_reason_is_the_root_cause():
              '(Worker pid=1) ERROR [x.py:9]   File "loader.py", line 3, in load',
              "(Worker pid=1) ERROR [x.py:9] safetensors._safetensors_rust.SafetensorError: incomplete metadata",
              "RuntimeError: Engine core initialization failed. See root cause above."]
-    assert package.root_cause(lines) == "safetensors._safetensors_rust.SafetensorError: incomplete metadata"
-    assert package.root_cause(["error: model m: config.json is unreadable"]) == \
+    assert common.root_cause(lines) == "safetensors._safetensors_rust.SafetensorError: incomplete metadata"
+    assert common.root_cause(["error: model m: config.json is unreadable"]) == \
         "error: model m: config.json is unreadable"

@@ -1,4 +1,4 @@
-"""Parse rates: per benchmark in the metrics (evaluate.score_rows), per MCQA benchmark in the
+"""Parse rates: per benchmark in the metrics (benchmark_scoring.score_rows), per MCQA benchmark in the
 summary, and the flag on a lane whose parse rate falls below the base's (report.py). Stdlib only:
 the plot, which needs matplotlib, is left out."""
 import csv
@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from workflow_scripts import answers, evaluate, report
+from workflow_scripts import answers, benchmark_scoring, report
 
 OPTIONS = ["사과", "배", "감", "귤"]
 BENCHMARKS = {
@@ -29,15 +29,15 @@ def test_parse_rate_is_the_share_of_rows_with_an_answer():
 
 def test_score_rows_puts_the_parse_rate_in_each_benchmark_entry():
     rows = [{"id": "q0", "response": "정답: A"}, {"id": "q1", "response": ECHO}]
-    entry = evaluate.score_rows(BENCHMARKS["mc"], MC_ITEMS, rows)
+    entry = benchmark_scoring.score_rows(BENCHMARKS["mc"], MC_ITEMS, rows)
     assert entry["parse_rate"] == 0.5 and entry["value"] == 0.5
     assert rows[1]["options"] == OPTIONS  # kept for `answers --explain`
-    lq = evaluate.score_rows(BENCHMARKS["lq"], LQ_ITEMS, [{"id": "l0", "response": "<think>...</think>"}])
+    lq = benchmark_scoring.score_rows(BENCHMARKS["lq"], LQ_ITEMS, [{"id": "l0", "response": "<think>...</think>"}])
     assert lq["parse_rate"] == 0.0
     turns = [{"id": "t0", "turn": t, "response": "x"} for t in (1, 2)]
-    assert evaluate.score_rows(BENCHMARKS["mt"], MT_ITEMS, turns, None, "no judge configured")["parse_rate"] is None
+    assert benchmark_scoring.score_rows(BENCHMARKS["mt"], MT_ITEMS, turns, None, "no judge configured")["parse_rate"] is None
     ratings = {("t0", 1): {"rating": 7.0, "judge_response": "[7]"}, ("t0", 2): {"rating": None, "judge_response": "?"}}
-    assert evaluate.score_rows(BENCHMARKS["mt"], MT_ITEMS, turns, ratings)["parse_rate"] == 0.5
+    assert benchmark_scoring.score_rows(BENCHMARKS["mt"], MT_ITEMS, turns, ratings)["parse_rate"] == 0.5
 
 
 @pytest.mark.parametrize("lane,base,flagged", [
@@ -64,7 +64,7 @@ def _write_items(path, responses):
 def _metrics_from_items(path, lane):
     """The metrics evaluate.py writes for these rows: scored as it scores them."""
     rows = [json.loads(line) for line in path.read_text().splitlines()]
-    entry = evaluate.score_rows(BENCHMARKS["mc"], MC_ITEMS, rows)
+    entry = benchmark_scoring.score_rows(BENCHMARKS["mc"], MC_ITEMS, rows)
     path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
     return {"lane": lane, "status": "ok", "reason": None,
             "benchmarks": {"mc": entry, "lq": {"metric": "f1", "value": 0.5, "weight": 1.0},

@@ -5,7 +5,7 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from conftest import REPO, assert_one_line_error, run_training_stage
+from conftest import assert_one_line_error, run_training_stage
 from workflow_scripts import post_sft
 from workflow_scripts.training import chat_sets, val_loss
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import REPO, assert_one_line_error, assert_same_tokenizer, run_training_stage
+from conftest import assert_one_line_error, assert_same_tokenizer, run_training_stage
 from workflow_scripts import sft
 from workflow_scripts.common import StageError
 from workflow_scripts.training import chat_sets, val_loss

@@ -7,6 +7,7 @@ import fnmatch
 import json
 import os
 import random
+import re
 import shutil
 import sys
 from contextlib import contextmanager
@@ -23,6 +24,25 @@ def first_line(e: BaseException) -> str:
     """An exception's message cut to its first line (its type name when it has none)."""
     text = str(e).strip()
     return text.splitlines()[0] if text else type(e).__name__
+
+
+# vLLM prefixes what its processes log: "(Worker pid=1) ERROR 12-01 10:00:00 [file.py:9] ".
+_LOG_PREFIX = re.compile(r"^.*?\[[\w./-]+:\d+\] ")
+_ERROR = re.compile(r"^\s*([A-Za-z_][\w.]*(?:Error|Exception)): (.+)")
+_WRAPPERS = ("See root cause above", "See stack trace for root cause", "initialization failed")
+
+
+def root_cause(lines) -> str:
+    """The first error a worker (or its engine's processes) logged, with its indented detail
+    lines, skipping the 'see above' wrappers vLLM re-raises in the parent."""
+    lines = [_LOG_PREFIX.sub("", line) for line in lines]
+    for i, line in enumerate(lines):
+        m = _ERROR.match(line)
+        if m and not any(w in line for w in _WRAPPERS):
+            detail = [l.strip() for l in lines[i + 1: i + 4] if l.startswith(" ") and l.strip()]
+            return " ".join([f"{m.group(1)}: {m.group(2).strip()}", *detail])[:400]
+    tail = [l.strip() for l in lines if l.strip()]
+    return tail[-1][:400] if tail else "no output"
 
 
 def run_cli(main):

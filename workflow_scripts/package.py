@@ -32,7 +32,6 @@ import csv
 import fnmatch
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -41,7 +40,7 @@ import zipfile
 from pathlib import Path
 
 from workflow_scripts import vllm_cpu
-from workflow_scripts.common import TOKENIZER_FILES, StageError, run_cli
+from workflow_scripts.common import TOKENIZER_FILES, StageError, root_cause, run_cli
 
 REPO = Path(__file__).resolve().parent.parent
 GB = 1e9
@@ -182,21 +181,6 @@ def serve_runtime(spec):
     found = stdout.strip() if code == 0 and stdout.strip() else "unknown"
     want = f"vllm {spec['target']['vllm']}"
     return {"serve_env": found, "target": want, "is_target": found == want}
-
-
-EXCEPTION_LINE = re.compile(r"(?:[A-Za-z_]\w*\.)*[A-Za-z_]\w*(?:Error|Exception): .*")
-
-
-def root_cause(lines):
-    """The first exception raised after the first traceback (vLLM's own last line only says
-    "Engine core initialization failed. See root cause above"), else the last line."""
-    start = next((i for i, l in enumerate(lines) if "Traceback (most recent call last)" in l), None)
-    if start is not None:
-        for line in lines[start:]:
-            m = EXCEPTION_LINE.search(line)
-            if m:
-                return m.group(0)
-    return lines[-1] if lines else "no output"
 
 
 def serve_check(model_dir, spec):

@@ -1,0 +1,317 @@
+"""The vLLM side of evaluation: one model in one engine, in a process of its own (vLLM does not
+free memory between engines). Run by workflow_scripts.evaluate, in the serve env:
+
+    <serve python> -m workflow_scripts.eval_worker generate --model DIR --spec JSON --bench-dir DIR \
+        --state FILE --out FILE
+    <serve python> -m workflow_scripts.eval_worker judge --model DIR --spec JSON --in FILE --state FILE --out FILE
+
+generate: every benchmark's generations once (the answers, and the engine's warm-up), then the
+timed section speed.repeats times (the same generations, then the micro-benchmark), with the
+serve processes' memory. judge: a 1-10 rating per (conversation, turn). --state says "started"
+once the engine is up, so the caller can tell a model vLLM cannot load from a later crash.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import time
+from pathlib import Path
+
+from workflow_scripts import answers, prompts, vllm_cpu
+from workflow_scripts.common import SEED, StageError, read_jsonl, run_cli, write_json
+
+SERVE_DEFAULTS = {"max_model_len": 4096, "gpu_memory_utilization": 0.85, "kv_cache_space_gib": None,
+                  "seed": SEED, "enforce_eager": False}
+KINDS = ("mcqa", "longqa", "mtbench")
+JUDGE_MAX_NEW_TOKENS = 512
+SPEED_TEXT = ("속도 측정을 위한 고정된 문장입니다. 서울은 대한민국의 수도이고 부산은 항구 도시입니다. "
+              "The quick brown fox jumps over the lazy dog. ")
+
+
+def detect_device() -> str:
+    return "cpu" if vllm_cpu.on_cpu() else "cuda"
+
+
+# --- spec and benchmark inputs ----------------------------------------------------------------
+
+def serve_settings(spec: dict) -> dict:
+    return {**SERVE_DEFAULTS, **{k: v for k, v in (spec.get("serve") or {}).items() if v is not None}}
+
+
+def effective_max_model_len(model, serve: dict) -> int:
+    """serve.max_model_len, capped at the model's max_position_embeddings (vLLM refuses more)."""
+    cfg_path = Path(model) / "config.json"
+    limit = serve["max_model_len"]
+    if cfg_path.exists():
+        cfg = json.loads(cfg_path.read_text())
+        limit = min(limit, cfg.get("max_position_embeddings") or limit)
+    return limit
+
+
+def load_benchmarks(bench_dir, benchmarks: dict) -> dict:
+    """name -> (config entry, items): the first max_samples items of bench/<name>.jsonl."""
+    out = {}
+    for name, spec in sorted(benchmarks.items()):
+        if spec.get("kind") not in KINDS:
+            raise StageError(f"benchmarks.{name}.kind: expected one of {list(KINDS)}, got {spec.get('kind')!r}")
+        items = read_jsonl(Path(bench_dir) / f"{name}.jsonl")
+        if spec.get("max_samples"):
+            items = items[: spec["max_samples"]]
+        if not items:
+            raise StageError(f"{Path(bench_dir) / f'{name}.jsonl'}: no items")
+        out[name] = (spec, items)
+    return out
+
+
+# --- generate: the evaluated model ------------------------------------------------------------
+
+def start_engine(model, serve: dict):
+    """vllm.LLM with the serve settings; dtype auto (bf16 on CUDA for bf16 models)."""
+    vllm_cpu.configure(serve)
+    from vllm import LLM
+
+    return LLM(model=str(model), dtype="auto", seed=serve["seed"],
+               max_model_len=effective_max_model_len(model, serve),
+               gpu_memory_utilization=serve["gpu_memory_utilization"],
+               enforce_eager=bool(serve["enforce_eager"]))
+
+
+def chat_prompt(tok, messages):
+    """The chat template applied (as the server does), as text and token ids."""
+    text = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    return text, tok.encode(text, add_special_tokens=False)
+
+
+def generate(llm, prompts_, max_new_tokens, max_len, seed):
+    """Greedy generation of a batch of (text, ids) prompts. Returns per prompt
+    {"prompt", "response", "tokens", "prompt_tokens"} (a prompt that leaves no room to generate
+    is not sent and gets "skipped"), and the wall seconds of the generate call."""
+    from vllm import SamplingParams
+
+    rows = [{"prompt": text, "response": "", "tokens": 0, "prompt_tokens": len(ids)} for text, ids in prompts_]
+    send = [i for i, (_, ids) in enumerate(prompts_) if len(ids) < max_len]
+    for i in set(range(len(rows))) - set(send):
+        rows[i]["skipped"] = f"prompt of {rows[i]['prompt_tokens']} tokens does not fit max_model_len {max_len}"
+    params = [SamplingParams(temperature=0.0, seed=seed,
+                             max_tokens=min(max_new_tokens, max_len - len(prompts_[i][1]))) for i in send]
+    start = time.perf_counter()
+    outs = llm.generate([{"prompt_token_ids": prompts_[i][1]} for i in send], params) if send else []
+    seconds = time.perf_counter() - start
+    for i, out in zip(send, outs):
+        rows[i].update(response=out.outputs[0].text, tokens=len(out.outputs[0].token_ids))
+    return rows, seconds
+
+
+def fit_context(tok, item, template, context_tokens, room):
+    """The long-QA context truncated, never dropped: at most `context_tokens` tokens and what the
+    rest of the prompt leaves of `room`. The start is kept (the passages in their order, the
+    last one that fits cut mid-way); returns the context and its token count."""
+    overhead = len(chat_prompt(tok, [{"role": "user", "content": prompts.longqa_prompt(item, template, context="")}])[1])
+    budget = max(0, min(context_tokens, room - overhead - 8))  # 8: re-tokenizing the cut may shift
+    ids = tok.encode(item["context"], add_special_tokens=False)
+    if len(ids) <= budget:
+        return item["context"], len(ids)
+    return tok.decode(ids[:budget]).rstrip("\ufffd"), budget
+
+
+def bench_prompts(tok, spec, items, max_len):
+    """(text, ids) per item for the one-turn kinds, and per-item extras for the rows."""
+    template = spec.get("prompt_template")
+    out, extras = [], []
+    for item in items:
+        if spec["kind"] == "mcqa":
+            content, extra = prompts.mcqa_prompt(item, template), {}
+        else:
+            context, kept = fit_context(tok, item, template, spec.get("context_tokens") or max_len,
+                                        max_len - spec["max_new_tokens"])
+            content, extra = prompts.longqa_prompt(item, template, context=context), {"context_tokens": kept}
+        out.append(chat_prompt(tok, [{"role": "user", "content": content}]))
+        extras.append(extra)
+    return out, extras
+
+
+def run_benchmark(llm, tok, name, spec, items, max_len, seed):
+    """Generations for one benchmark (two turns for mtbench, turn 2 seeing turn 1's answer);
+    returns rows and the seconds spent in generate calls. All prompts of a benchmark (turn) go
+    to vLLM in one call, which batches them, as an offline evaluation server does: the
+    server-style sec/token is that wall time over the tokens generated."""
+    n_new = spec["max_new_tokens"]
+    if spec["kind"] != "mtbench":
+        ps, extras = bench_prompts(tok, spec, items, max_len)
+        rows, secs = generate(llm, ps, n_new, max_len, seed)
+        return [{"benchmark": name, "id": it["id"], **r, **x} for it, r, x in zip(items, rows, extras)], secs
+    first = [[{"role": "user", "content": it["turns"][0]}] for it in items]
+    rows1, secs1 = generate(llm, [chat_prompt(tok, m) for m in first], n_new, max_len, seed)
+    second = [m + [{"role": "assistant", "content": r["response"]}, {"role": "user", "content": it["turns"][1]}]
+              for m, r, it in zip(first, rows1, items)]
+    rows2, secs2 = generate(llm, [chat_prompt(tok, m) for m in second], n_new, max_len, seed)
+    rows = [{"benchmark": name, "id": it["id"], "turn": t, **r}
+            for it, r1, r2 in zip(items, rows1, rows2) for t, r in ((1, r1), (2, r2))]
+    return rows, secs1 + secs2
+
+
+def synthetic_prompt(tok, n_tokens):
+    """A fixed prompt of exactly n_tokens token ids for the micro-benchmark."""
+    ids = []
+    while len(ids) < n_tokens:
+        ids += tok.encode(SPEED_TEXT, add_special_tokens=False)
+    return ids[:n_tokens]
+
+
+def micro_benchmark(llm, tok, speed, seed):
+    """Fixed prompt, exactly micro_new_tokens generated (EOS ignored), one request at a time:
+    one warm-up, then speed.repeats timed runs. Returns the sec/token of each run."""
+    from vllm import SamplingParams
+
+    n_new = speed["micro_new_tokens"]
+    prompt = [{"prompt_token_ids": synthetic_prompt(tok, speed["micro_prompt_tokens"])}]
+    params = SamplingParams(temperature=0.0, seed=seed, max_tokens=n_new, min_tokens=n_new, ignore_eos=True)
+    llm.generate(prompt, params, use_tqdm=False)
+    runs = []
+    for _ in range(speed["repeats"]):
+        start = time.perf_counter()
+        out = llm.generate(prompt, params, use_tqdm=False)
+        seconds = time.perf_counter() - start
+        runs.append(seconds / len(out[0].outputs[0].token_ids))
+    return runs
+
+
+class MemoryPeak:
+    """Memory of the serve processes (this one and the engine's children), sampled after each
+    step; the peak is kept. CPU: the sum of PSS over the process tree (RSS would count shared
+    libraries once per process). CUDA: GPU memory used by the tree (nvidia-smi), else in use on
+    the device."""
+
+    def __init__(self, device):
+        self.device, self.peak = device, 0
+
+    def sample(self):
+        import psutil
+
+        me = psutil.Process()
+        procs = [me] + me.children(recursive=True)
+        now = self._gpu({p.pid for p in procs}) if self.device == "cuda" else self._pss(procs)
+        self.peak = max(self.peak, now or 0)
+
+    @staticmethod
+    def _pss(procs):
+        import psutil
+
+        total = 0
+        for p in procs:
+            try:
+                info = p.memory_full_info()
+                total += getattr(info, "pss", info.rss)
+            except (psutil.Error, OSError):
+                pass
+        return total
+
+    @staticmethod
+    def _gpu(pids):
+        try:
+            out = subprocess.run(["nvidia-smi", "--query-compute-apps=pid,used_memory",
+                                  "--format=csv,noheader,nounits"], capture_output=True, text=True, timeout=30).stdout
+            used = [int(mem) for pid, mem in (line.split(",") for line in out.strip().splitlines())
+                    if int(pid) in pids]
+            if used:
+                return sum(used) * 2**20
+        except (OSError, ValueError, subprocess.SubprocessError):
+            pass
+        import torch  # pids not visible (containers): what is in use on the device
+
+        free, total = torch.cuda.mem_get_info()
+        return total - free
+
+
+def benchmark_pass(llm, tok, benches, max_len, seed, memory):
+    """Every benchmark's generations once: (rows, seconds spent in generate calls)."""
+    rows, seconds = [], 0.0
+    for name, (bspec, items) in benches.items():
+        print(f"{name}: {len(items)} items", flush=True)
+        bench_rows, secs = run_benchmark(llm, tok, name, bspec, items, max_len, seed)
+        rows += bench_rows
+        seconds += secs
+        memory.sample()
+    return rows, seconds
+
+
+def worker_generate(args) -> int:
+    spec = json.loads(args.spec)
+    serve, device = serve_settings(spec), detect_device()
+    benches = load_benchmarks(args.bench_dir, spec["benchmarks"])
+    state = Path(args.state)
+    state.write_text("starting")
+    start = time.perf_counter()
+    llm = start_engine(args.model, serve)
+    engine_seconds = time.perf_counter() - start
+    state.write_text("started")
+    print(f"engine started in {engine_seconds:.1f} s", flush=True)
+
+    tok, max_len, seed = llm.get_tokenizer(), effective_max_model_len(args.model, serve), serve["seed"]
+    memory = MemoryPeak(device)
+    memory.sample()
+    # The first pass answers the benchmarks and warms the engine up; the timed section (the same
+    # generations, then the micro-benchmark) is repeated so that one slow moment is not the Score.
+    rows, warmup_seconds = benchmark_pass(llm, tok, benches, max_len, seed, memory)
+    server = []
+    for i in range(spec["speed"]["repeats"]):
+        print(f"timed pass {i + 1}/{spec['speed']['repeats']}", flush=True)
+        timed_rows, seconds = benchmark_pass(llm, tok, benches, max_len, seed, memory)
+        tokens = sum(r["tokens"] for r in timed_rows)
+        server.append(seconds / tokens if tokens else None)
+    micro = micro_benchmark(llm, tok, spec["speed"], seed)
+    memory.sample()
+    tokens = sum(r["tokens"] for r in rows)
+    server = [s for s in server if s]
+    write_json(args.out, {
+        "rows": rows,
+        "speed": {"server_sec_per_token": statistics.median(server) if server else None,
+                  "server_runs_sec_per_token": server,
+                  "warmup_server_sec_per_token": warmup_seconds / tokens if tokens else None,
+                  "generated_tokens": tokens,
+                  "micro_sec_per_token": statistics.median(micro), "micro_runs_sec_per_token": micro},
+        "engine_memory_bytes": memory.peak,
+        "runtime": {"dtype": str(llm.model_config.dtype).replace("torch.", ""),
+                    "engine_start_seconds": round(engine_seconds, 2), "max_model_len": max_len,
+                    "enforce_eager": bool(serve["enforce_eager"])},
+    })
+    return 0
+
+
+# --- judge -----------------------------------------------------------------------------------
+
+def worker_judge(args) -> int:
+    """Rate each (conversation, turn) of --in 1-10 with the judge model; writes --out."""
+    spec = json.loads(args.spec)
+    serve = serve_settings(spec)
+    convs = read_jsonl(args.inp)
+    Path(args.state).write_text("starting")
+    llm = start_engine(args.model, serve)
+    Path(args.state).write_text("started")
+    tok, max_len = llm.get_tokenizer(), effective_max_model_len(args.model, serve)
+    ps = [chat_prompt(tok, [{"role": "user", "content": answers.judge_prompt(
+        c["questions"], c["answers"], c["turn"], c.get("reference"))}]) for c in convs]
+    rows, _ = generate(llm, ps, JUDGE_MAX_NEW_TOKENS, max_len, serve["seed"])
+    write_json(args.out, {"ratings": [
+        {"id": c["id"], "turn": c["turn"], "judge_response": r["response"],
+         "rating": answers.parse_rating(r["response"])} for c, r in zip(convs, rows)]})
+    return 0
+
+
+def main(argv) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("kind", choices=["generate", "judge"])
+    ap.add_argument("--model", required=True, type=Path)
+    ap.add_argument("--spec", required=True, help="JSON: config benchmarks, serve, speed, judge")
+    ap.add_argument("--state", required=True, help="file that says 'started' once the engine is up")
+    ap.add_argument("--out", required=True, type=Path)
+    ap.add_argument("--bench-dir", type=Path, help="generate: the prepared benchmarks")
+    ap.add_argument("--in", dest="inp", help="judge: the conversations to rate (JSONL)")
+    args = ap.parse_args(argv)
+    return worker_generate(args) if args.kind == "generate" else worker_judge(args)
+
+
+if __name__ == "__main__":
+    run_cli(main)
