@@ -77,6 +77,26 @@ def test_output_reloads_generates_and_differs_from_student(distilled, tiny_data_
     assert not list(out.parent.glob(".*tmp*")), "temp folder left behind"
 
 
+def test_gradient_accumulation_scales_the_kd_loss(teacher_dir, tiny_data_dir, tmp_path):
+    """With grad_accum k, one micro-batch contributes 1/k of the gradient (the Trainer divides
+    the loss), as for any other loss; a KD loss must not escape that division."""
+    from workflow_scripts.training import training_arguments
+
+    tok = AutoTokenizer.from_pretrained(teacher_dir)
+    teacher = AutoModelForCausalLM.from_pretrained(teacher_dir, dtype=torch.float32)
+    batch = collate(tok)([chat_dataset(tok, read_jsonl(tiny_data_dir / "sft_train.jsonl"), 128)[i] for i in range(4)])
+    norms = {}
+    for accum in (1, 4):
+        student = AutoModelForCausalLM.from_pretrained(teacher_dir, dtype=torch.float32)
+        trainer = kd.make_trainer_class()(model=student, teacher=teacher, kd_recipe=RECIPE,
+                                          args=training_arguments(tmp_path, {**RECIPE, "grad_accum": accum}))
+        trainer.current_gradient_accumulation_steps = accum
+        n_items = int((batch["labels"][:, 1:] != -100).sum())
+        trainer.training_step(student, dict(batch), num_items_in_batch=n_items)
+        norms[accum] = torch.sqrt(sum((p.grad ** 2).sum() for p in student.parameters() if p.grad is not None))
+    assert float(norms[4] / norms[1]) == pytest.approx(0.25, rel=1e-3)
+
+
 def test_kl_is_forward_kl_times_t_squared():
     torch.manual_seed(0)
     s, t, temp = torch.randn(5, 11), torch.randn(5, 11) * 3, 2.0

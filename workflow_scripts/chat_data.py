@@ -2,7 +2,9 @@
 
 Works for any chat template that renders prefixes consistently: the characters an assistant
 turn adds are those between the template of the turns before it (with the generation prompt)
-and the template including it; tokens whose characters fall there are trained on.
+and the template including it; tokens whose characters fall there are trained on. A template
+that renders earlier turns differently inside the full conversation (one that rewrites history,
+e.g. drops earlier reasoning) would shift every label, so that is checked and refused.
 calibration_set: the chat-templated calibration text that quantize and prune run through the model.
 """
 from __future__ import annotations
@@ -14,14 +16,18 @@ IGNORE = -100
 
 def assistant_spans(tok, messages):
     """The full chat text and the (start, end) character spans of the assistant turns."""
+    full = tok.apply_chat_template(messages, tokenize=False)
     spans = []
     for i, msg in enumerate(messages):
         if msg["role"] != "assistant":
             continue
-        start = len(tok.apply_chat_template(messages[:i], tokenize=False, add_generation_prompt=True))
-        end = len(tok.apply_chat_template(messages[: i + 1], tokenize=False))
-        spans.append((start, end))
-    return tok.apply_chat_template(messages, tokenize=False), spans
+        before = tok.apply_chat_template(messages[:i], tokenize=False, add_generation_prompt=True)
+        upto = tok.apply_chat_template(messages[: i + 1], tokenize=False)
+        if not (full.startswith(before) and full.startswith(upto)):
+            raise StageError(f"the chat template renders the turns before message {i} differently inside the "
+                             "whole conversation (it rewrites history): assistant labels cannot be located")
+        spans.append((len(before), len(upto)))
+    return full, spans
 
 
 def encode_chat(tok, messages, max_len):
@@ -46,21 +52,10 @@ def chat_dataset(tok, rows, max_len):
 
 
 def collate(tok):
-    """A collator padding input_ids/attention_mask/labels to the batch's longest row."""
-    import torch
+    """Pads input_ids / attention_mask with the tokenizer, labels with IGNORE, to the longest row."""
+    from transformers import DataCollatorForSeq2Seq
 
-    def fn(batch):
-        n = max(len(b["input_ids"]) for b in batch)
-        pad = tok.pad_token_id
-        out = {"input_ids": [], "attention_mask": [], "labels": []}
-        for b in batch:
-            k = n - len(b["input_ids"])
-            out["input_ids"].append(b["input_ids"] + [pad] * k)
-            out["attention_mask"].append(b["attention_mask"] + [0] * k)
-            out["labels"].append(b["labels"] + [IGNORE] * k)
-        return {key: torch.tensor(v) for key, v in out.items()}
-
-    return fn
+    return DataCollatorForSeq2Seq(tok, label_pad_token_id=IGNORE, return_tensors="pt")
 
 
 def calibration_set(tok, path, n, max_len):

@@ -101,6 +101,10 @@ def make_trainer_class():
             self.kl_weight = float(kd_recipe["kl_weight"])
             self.ce_weight = float(kd_recipe["ce_weight"])
             self._parts = {"kl": 0.0, "ce": 0.0, "n": 0}
+            # The loss below is a mean per micro-batch and ignores num_items_in_batch, so the
+            # Trainer must divide it by the accumulation steps itself. It skips that for models
+            # that accept loss kwargs (Exaone4 does), which made gradients grad_accum x too big.
+            self.model_accepts_loss_kwargs = False
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             import torch
