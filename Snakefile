@@ -12,6 +12,7 @@ include: "rules/data.smk"
 include: "rules/base.smk"
 include: "rules/quantize.smk"
 include: "rules/train.smk"
+include: "rules/teacher.smk"
 include: "rules/evaluate.smk"
 include: "rules/report.smk"
 

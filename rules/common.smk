@@ -3,6 +3,7 @@ import json
 import sys
 from pathlib import Path
 
+from workflow_scripts import data_mix
 from workflow_scripts.config import ConfigError, chain_dir, kd_teacher, load_plan
 
 _config_file = (list(workflow.overwrite_configfiles) or ["config/config.yaml"])[-1]
@@ -89,6 +90,16 @@ def stage_cmd(rule_name, python=sys.executable, exclusive=False):
 
 
 CMD = {rule: stage_cmd(rule) for rule in ("prepare_data", "base_model", "quantize", "sft",
-                                          "post_sft", "prune", "kd", "report", "package")}
+                                          "post_sft", "prune", "kd", "report", "package", "mix_data")}
+CMD["teacher_data"] = stage_cmd("teacher_data", python=SERVE_PY)
 CMD["evaluate"] = stage_cmd("evaluate", python=SERVE_PY, exclusive=True)
 CMD["target_check"] = stage_cmd("target_check", python=TARGET_PY)
+
+
+# Training data of a recipe (its `data:` key, workflow_scripts/data_mix.py): sft_train.jsonl, the
+# teacher's file (rules/teacher.smk) or the recipe's mix, so only recipes using the teacher need it.
+TEACHER_MODEL = (CFG.get("teacher") or {}).get("model")
+
+
+def train_data(wildcards):
+    return DATA / data_mix.train_file(wildcards.recipe, PLAN.recipes[wildcards.recipe], TEACHER_MODEL)

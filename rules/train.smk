@@ -3,7 +3,7 @@
 rule sft:
     input:
         model=MODELS / "{parent}",
-        train=DATA / "sft_train.jsonl",
+        train=train_data,
         val=DATA / "sft_val.jsonl",
     output:
         directory(MODELS / "{parent}.{recipe}"),
@@ -23,7 +23,7 @@ rule sft:
 rule post_sft:
     input:
         model=MODELS / "{parent}",
-        train=DATA / "sft_train.jsonl",
+        train=train_data,
         val=DATA / "sft_val.jsonl",
     output:
         directory(MODELS / "{parent}.{recipe}"),
@@ -63,7 +63,7 @@ rule kd:
     input:
         student=MODELS / "{parent}",
         teacher=lambda w: MODELS / kd_teacher(w.parent),
-        train=DATA / "sft_train.jsonl",
+        train=train_data,
         val=DATA / "sft_val.jsonl",
     output:
         directory(MODELS / "{parent}.{recipe}"),

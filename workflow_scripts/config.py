@@ -16,6 +16,8 @@ from pathlib import Path
 import jsonschema
 import yaml
 
+from workflow_scripts import data_mix
+
 REPO = Path(__file__).resolve().parent.parent
 SCHEMAS = REPO / "config" / "schemas"
 BASE = "base"  # the chain of no steps, and the reserved lane name of the base model
@@ -110,6 +112,8 @@ def _check_recipe(lanes_file, name, recipe):
         if s == step and key in recipe and recipe[key] not in allowed:
             raise ConfigError(lanes_file, f"recipes.{name}.{key}",
                               f"expected one of {allowed}, got {recipe[key]!r}")
+    if (why := data_mix.spec_error(step, recipe)):
+        raise ConfigError(lanes_file, f"recipes.{name}.data", why)
     if step == "prune" and (not isinstance(recipe["keep_layers"], int) or recipe["keep_layers"] < 2):
         raise ConfigError(lanes_file, f"recipes.{name}.keep_layers",
                           f"expected an integer >= 2 (first and last layers are kept), got {recipe['keep_layers']!r}")
@@ -180,6 +184,28 @@ def _check_benchmarks(config_file, config):
         raise ConfigError(config_file, "base.hub_id", "a hub id or base.local_path is required")
 
 
+def _check_teacher(config_file, config, recipes, selected):
+    """A lane training on teacher data needs a `teacher:` section with at least one prompt source."""
+    users = [r for chain in selected.values() for r in chain if data_mix.uses_teacher(recipes[r])]
+    teacher = config.get("teacher")
+    if users and not teacher:
+        raise ConfigError(config_file, "teacher", f"required: recipe {users[0]!r} trains on teacher data")
+    if not teacher:
+        return
+    from workflow_scripts.prompts import TEACHER_TEMPLATES
+
+    docs = teacher.get("documents") or {}
+    if (teacher.get("sft_prompts") or {}).get("max_samples") == 0 and not docs.get("file"):
+        raise ConfigError(config_file, "teacher", "no prompt source: sft_prompts.max_samples is 0 and no documents.file")
+    if docs.get("template", "qa_from_passage_ko") not in TEACHER_TEMPLATES:
+        raise ConfigError(config_file, "teacher.documents.template",
+                          f"expected one of {sorted(TEACHER_TEMPLATES)}, got {docs['template']!r}")
+    # A file under results/ may be written by an earlier rule (the demo uses results/data/corpus.txt).
+    file = docs.get("file")
+    if file and not Path(file).exists() and not Path(file).is_relative_to(config["results"]):
+        raise ConfigError(config_file, "teacher.documents.file", f"file {file} does not exist")
+
+
 def load_plan(config: dict, config_file="config") -> Plan:
     """Validate `config` (a dict, as Snakemake loaded it) and its lanes file; resolve lanes."""
     config = copy.deepcopy(config)
@@ -222,6 +248,10 @@ def load_plan(config: dict, config_file="config") -> Plan:
         if unknown:
             raise ConfigError(config_file, "lanes", f"unknown lane {unknown[0]!r}; expected names from {lanes_file}")
         selected = {l: all_lanes[l] for l in config["lanes"]}
+    _check_teacher(config_file, config, recipes, selected)
+    from workflow_scripts.models_policy import check_models  # it imports this module
+
+    check_models(config, config_file)
     return Plan(config=config, recipes=recipes, lanes=selected, all_lanes=all_lanes)
 
 

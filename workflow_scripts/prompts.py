@@ -43,3 +43,24 @@ def longqa_prompt(item, template="longqa_ko", context=None):
     """The user message of a long-context QA item; `context` overrides a truncated context."""
     return _template(template).format(context=context if context is not None else item["context"],
                                       question=item["question"])
+
+
+# Teacher data from documents (workflow_scripts/teacher.py): the teacher reads a passage and writes
+# one question with its answer, in the format teacher_filters.parse_qa reads back.
+TEACHER_TEMPLATES = {
+    "qa_from_passage_ko": (
+        "다음 글을 읽고, 글의 내용만으로 답할 수 있는 질문 하나와 그 답을 한국어로 쓰세요. "
+        "반드시 아래 형식으로만 쓰세요.\n질문: <질문>\n답변: <답변>\n\n글:\n{passage}"
+    ),
+    "qa_from_passage_en": (
+        "Read the passage and write one question that it answers, with the answer. "
+        "Use exactly this format.\nQuestion: <question>\nAnswer: <answer>\n\nPassage:\n{passage}"
+    ),
+}
+
+
+def document_prompt(passage, template="qa_from_passage_ko"):
+    """The user message asking the teacher for a question + answer pair from one passage."""
+    if template not in TEACHER_TEMPLATES:
+        raise KeyError(f"unknown teacher template {template!r}; expected one of {sorted(TEACHER_TEMPLATES)}")
+    return TEACHER_TEMPLATES[template].format(passage=passage)

@@ -32,7 +32,7 @@ COST_COLUMNS = ["build_seconds", "cpu_seconds", "peak_rss_MB"]
 def columns(benchmarks, parse_rates=()):
     return (["rank", "lane", "chain", "model", "status", "target", "reason", *benchmarks, *parse_rates, "parse_flag",
              "Perf", "PerfNorm", "server_sec_per_token", "micro_sec_per_token", "SpeedNorm", "Score",
-             "Score_low", "Score_high", "tied_with", "size_MB", "engine_memory_MB", *COST_COLUMNS, "log"])
+             "Score_low", "Score_high", "tied_with", "size_MB", "engine_memory_MB", *COST_COLUMNS, "training", "log"])
 
 
 # --- where a lane's jobs left their traces ------------------------------------------------
@@ -147,6 +147,43 @@ def parse_flag_notes(rows, metrics_dir):
             f"({r['parse_flag']}): its accuracy may reflect an answer format the parser misses, not lost "
             f"knowledge; audit with `python -m workflow_scripts.answers --explain "
             f"{Path(metrics_dir) / (r['lane'] + '.items.jsonl')}`" for r in rows if r.get("parse_flag")]
+
+
+# --- training steps: did they pay? ---------------------------------------------------------
+
+# The metrics file each training stage writes beside its model, and the before/after keys shown.
+TRAIN_METRICS = {
+    "sft_metrics.json": [("val loss", "val_loss_before", "val_loss_after")],
+    "post_sft_metrics.json": [("val loss", "val_loss_before", "val_loss_after")],
+    "kd_metrics.json": [("val KL", "val_kl_before", "val_kl_after"), ("CE", "val_ce_before", "val_ce_after")],
+}
+
+
+def data_label(recipe):
+    """A recipe's training data in a few characters: sft, teacher, sft*0.5+teacher*1."""
+    data = (recipe or {}).get("data", "sft")
+    if isinstance(data, list):
+        return "+".join(f"{p.get('source')}*{p.get('weight'):g}" for p in data if isinstance(p, dict))
+    return str(data)
+
+
+def training_cell(models_dir, chain):
+    """'tsft[teacher] val loss 2.310->1.954; ...' for each training step of a lane, from the
+    metrics its stage wrote beside the model (None when the lane trains nothing or they are missing).
+    Every step is measured on sft_val.jsonl, so lanes with and without teacher data compare."""
+    parts = []
+    for i, recipe in enumerate(chain):
+        folder = Path(models_dir) / chain_dir(chain[: i + 1])
+        for name, shown in TRAIN_METRICS.items():
+            try:
+                m = json.loads((folder / name).read_text())
+            except (OSError, json.JSONDecodeError):
+                continue
+            figures = ", ".join(f"{label} {_float(m.get(b)):.3f}->{_float(m.get(a)):.3f}" for label, b, a in shown
+                                if _float(m.get(b)) is not None and _float(m.get(a)) is not None)
+            parts.append(f"{recipe}[{data_label(m.get('recipe'))}] {figures or 'no val figures'}")
+            break
+    return "; ".join(parts) or None
 
 
 # --- rows ----------------------------------------------------------------------------------
@@ -335,7 +372,7 @@ def write_md(path, rows, benchmarks, metrics_by_lane, spec, metrics_dir="results
     md_cols = ["rank", "lane", "chain", "status", "target", *benchmarks, *parse_rate_columns(spec.get("benchmarks")),
                "Perf", "PerfNorm",
                "server_sec_per_token", "micro_sec_per_token", "SpeedNorm", "Score", "Score_range", "tied_with",
-               "size_MB", "engine_memory_MB", *COST_COLUMNS]
+               "size_MB", "engine_memory_MB", *COST_COLUMNS, "training"]
     lines = [
         "# Compression lanes, ranked by Score",
         "",
@@ -360,6 +397,10 @@ def write_md(path, rows, benchmarks, metrics_by_lane, spec, metrics_dir="results
               + (f" (log: `{r['log']}`)" if r["log"] and r["log"] not in (r["reason"] or "") else "")
               for r in unscored]
     lines += [f"- {n}" for n in parse_flag_notes(rows, metrics_dir)]
+    if any(r.get("training") for r in rows):
+        lines += ["- `training`: each training step's figures before -> after it (`recipe[data]`: sft, teacher or "
+                  "a mix), on the held-out sft_val.jsonl whatever the step trained on; lower is better. A teacher-"
+                  "data step that does not lower them more than its sft counterpart did not pay."]
     lines += ["- Cost columns sum Snakemake's benchmark records over the jobs of a lane's chain "
               "(each chain prefix, plus its evaluation), so a shared prefix counts in every lane "
               "that uses it; peak_rss_MB is the largest of those jobs."]
@@ -462,6 +503,8 @@ def write_summary(lanes, metrics_dir, logs_dir, bench_dir, out_dir, spec):
         base = None  # a base that did not evaluate cannot be the reference
     rows = [lane_row(lane, list(chain), *read[lane], base, spec, metrics_dir, logs_dir, bench_dir)
             for lane, chain in lanes.items()]
+    for r in rows:
+        r["training"] = training_cell(out_dir / "models", list(lanes[r["lane"]]))
     uses = (spec.get("speed") or {}).get("score_uses", "server")
     recheck, _ = read_metrics(metrics_dir, f"{BASE}.recheck")
     reference = speed_reference(metrics_by_lane, recheck, uses)

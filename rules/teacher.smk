@@ -1,0 +1,59 @@
+# Teacher-generated training data (docs/teacher.md): the configured teacher, served by vLLM in the
+# serve env, answers the SFT prompts and writes question + answer pairs from documents; the rows
+# are filtered and carry their provenance. Needed only by recipes with `data: teacher` (or a mix).
+
+if TEACHER_MODEL:
+    TEACHER_CFG = CFG["teacher"]
+    TEACHER_FILE = DATA / data_mix.source_file("teacher", TEACHER_MODEL)
+    # Where vLLM loads the teacher from: a local copy, this workflow's base model, or the hub id
+    # (downloaded on the machine that runs the job; nothing is fetched at parse time).
+    TEACHER_LOCAL = TEACHER_CFG.get("local_path") or (str(MODELS / "base") if TEACHER_MODEL == "base" else None)
+    TEACHER_PATH = TEACHER_LOCAL or TEACHER_MODEL
+    # Provenance names the model: the base's hub id when the base teaches (the demo base has none).
+    TEACHER_ID = (CFG["base"].get("hub_id") or TEACHER_MODEL) if TEACHER_MODEL == "base" else TEACHER_MODEL
+    TEACHER_DOCS = (TEACHER_CFG.get("documents") or {}).get("file")
+
+    rule teacher_data:
+        input:
+            prompts=DATA / "sft_train.jsonl",
+            documents=[TEACHER_DOCS] if TEACHER_DOCS else [],
+            model=[TEACHER_LOCAL] if TEACHER_LOCAL else [],
+        output:
+            data=TEACHER_FILE,
+            report=TEACHER_FILE.with_suffix(".report.json"),
+        params:
+            spec=json.dumps({"teacher": TEACHER_CFG, "serve": CFG["serve"]}, sort_keys=True),
+            docs=f"--documents {TEACHER_DOCS}" if TEACHER_DOCS else "",
+        threads: res("teacher_data", "threads")
+        resources: **rule_resources("teacher_data")
+        log: LOGS / "teacher_data.log"
+        benchmark: BENCH / "teacher_data.tsv"
+        shell:
+            "{CMD[teacher_data]}.teacher --model {TEACHER_PATH:q} --teacher-id {TEACHER_ID:q} "
+            "--prompts {input.prompts} {params.docs} --spec {params.spec:q} --out {output.data} "
+            "--report {output.report} 2>&1 | tee {log}"
+
+
+def mix_inputs(wildcards):
+    return {s: DATA / data_mix.source_file(s, TEACHER_MODEL)
+            for s, _ in data_mix.sources(PLAN.recipes[wildcards.recipe])}
+
+
+MIX_RECIPES = [n for n, r in PLAN.recipes.items() if r["step"] in data_mix.TRAIN_STEPS
+               and data_mix.train_file(n, r, TEACHER_MODEL or "").startswith("mix/")]
+
+
+# A recipe whose data is a weighted list of sources trains on their mix (compress env, seconds).
+rule mix_data:
+    input:
+        unpack(mix_inputs),
+    output:
+        DATA / "mix" / "{recipe}.jsonl",
+    wildcard_constraints:
+        recipe="|".join(MIX_RECIPES) or "(?!x)x",
+    params:
+        spec=lambda w: json.dumps({"data": PLAN.recipes[w.recipe]["data"], "seed": CFG["compute"]["seed"]}),
+        files=lambda w, input: " ".join(f"--{s} {input[s]}" for s in input.keys()),
+    log: LOGS / "mix_data" / "{recipe}.log"
+    shell:
+        "{CMD[mix_data]}.data_mix --spec {params.spec:q} {params.files} --out {output} 2>&1 | tee {log}"
