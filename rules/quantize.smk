@@ -16,4 +16,4 @@ rule quantize:
     benchmark: BENCH / "quantize" / "{parent}.{recipe}.tsv"
     shell:
         "{CMD[quantize]}.quantize --model {input.model} --calib {input.calib} --recipe {params.recipe:q} "
-        "--out {output} 2>&1 | tee {log}"
+        "--out {output} > {log} 2> 2>&1 | tee {log}"1"

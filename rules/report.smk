@@ -17,7 +17,7 @@ rule summary:
     log: LOGS / "summary.log"
     shell:
         "{CMD[report]}.report --metrics-dir {METRICS} --lanes {params.lanes:q} --spec {params.spec:q} "
-        "--logs-dir {LOGS} --bench-dir {BENCH} --out-dir {RESULTS} 2>&1 | tee {log}"
+        "--logs-dir {LOGS} --bench-dir {BENCH} --out-dir {RESULTS} > {log} 2> 2>&1 | tee {log}"1"
 
 
 rule package:
@@ -33,4 +33,4 @@ rule package:
     log: LOGS / "package.log"
     shell:
         "{CMD[package]}.package --summary {input.summary} --models-dir {MODELS} --spec {params.spec:q} "
-        "--out {output} 2>&1 | tee {log}"
+        "--out {output} > {log} 2> 2>&1 | tee {log}"1"
