@@ -1,5 +1,8 @@
 # Score every lane against the base, rank, plot, and package the top k as submissions.
 
+# What the summary is computed from (also by the Snakefile's onerror handler); sweeps: the search section.
+REPORT_SPEC = {**{k: CFG.get(k) for k in ("benchmarks", "speed", "target")}, "sweeps": PLAN.sweeps}
+
 rule summary:
     input:
         metrics=expand(METRICS / "{lane}.json", lane=EVAL_LANES),
@@ -10,13 +13,13 @@ rule summary:
         plot=report(RESULTS / "pareto.png", category="Summary"),
     params:
         lanes=json.dumps(EVAL_LANES),
-        spec=json.dumps({k: CFG.get(k) for k in ("benchmarks", "speed", "target")}, sort_keys=True),
+        spec=json.dumps(REPORT_SPEC, sort_keys=True),
     threads: res("report", "threads")
     resources: **rule_resources("report")
     log: LOGS / "summary.log"
     shell:
         "{CMD[report]}.report --metrics-dir {METRICS} --lanes {params.lanes:q} --spec {params.spec:q} "
-        "--logs-dir {LOGS} --bench-dir {BENCH} --out-dir {RESULTS} 2>&1 | tee {log}"
+        "--logs-dir {LOGS} --bench-dir {BENCH} --models-dir {MODELS} --out-dir {RESULTS} 2>&1 | tee {log}"
 
 
 rule package:
