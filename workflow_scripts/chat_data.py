@@ -115,5 +115,6 @@ def source_texts(tok, path, count):
     else:
         texts = [chat_text(tok, r["messages"]) for r in read_jsonl(path)[:count]]
     if not texts:
-        raise StageError(f"{path}: no calibration text")
+        hint = " (data preparation fills it only for the demo)" if path.name == CALIB_SOURCES["corpus"] else ""
+        raise StageError(f"{path}: no calibration text{hint}")
     return texts

@@ -276,14 +276,18 @@ def load_plan(config: dict, config_file="config") -> Plan:
     for name, recipe in recipes.items():
         _check_recipe(lanes_file, name, recipe)
 
-    from workflow_scripts.sweeps import expand_sweeps  # it raises this module's ConfigError
-
     all_lanes = dict(doc["lanes"])
-    sweeps = expand_sweeps(doc.get("sweeps") or {}, config.get("sweep_overrides") or {},
-                           recipes, all_lanes, lanes_file, config_file, _check_recipe)
     layers = base_layers(config)
     for lane, chain in all_lanes.items():
         _check_chain(lanes_file, lane, chain, recipes, layers)
+
+    from workflow_scripts.sweeps import expand_sweeps  # it raises this module's ConfigError
+
+    sweeps = expand_sweeps(doc.get("sweeps") or {}, config.get("sweep_overrides") or {},
+                           recipes, all_lanes, lanes_file, config_file, _check_recipe)
+    for lane, chain in all_lanes.items():
+        if lane not in doc["lanes"]:  # the generated lanes, checked like the others
+            _check_chain(lanes_file, lane, chain, recipes, layers)
 
     if config["lanes"] == "all":
         selected = dict(all_lanes)

@@ -159,11 +159,11 @@ def plot(path, result):
     for bar, r in zip(bars, rows):
         ax.annotate(f"#{rank[r['layer']]}", (bar.get_x() + bar.get_width() / 2, bar.get_height()),
                     xytext=(0, 2), textcoords="offset points", ha="center", fontsize=7)
-    scheme = result["recipe"]["scheme"]
+    recipe = result["recipe"]
     ax.set_xlabel("decoder layer (quantized alone)")
     ax.set_ylabel("KL(parent || quantized), per token")
-    ax.set_title(f"Sensitivity of {Path(result['model']).name} to {scheme} ({result['recipe'].get('method', 'gptq')}) "
-                 f"per layer; #1 = most sensitive")
+    ax.set_title(f"{Path(result['model']).name}: {recipe['scheme']} ({recipe.get('method', 'gptq')}) "
+                 "one layer at a time (#1 = most sensitive)", fontsize=10)
     ax.set_xticks([r["layer"] for r in rows])
     ax.grid(True, axis="y", alpha=0.3)
     fig.tight_layout()
