@@ -39,8 +39,7 @@ onerror:
     from workflow_scripts.report import write_summary
 
     try:
-        write_summary(EVAL_LANES, METRICS, LOGS, BENCH, RESULTS,
-                      {k: CFG.get(k) for k in ("benchmarks", "speed", "target", "package")})
+        write_summary(EVAL_LANES, METRICS, LOGS, BENCH, RESULTS, REPORT_SPEC, MODELS)
         print(f"run incomplete: partial summary written to {RESULTS / 'summary.md'}; packaging skipped")
     except Exception as e:  # the run already failed; say why the summary is missing too
         print(f"partial summary not written: {e}")

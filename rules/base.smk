@@ -13,4 +13,4 @@ rule base_model:
     log: LOGS / "base_model.log"
     benchmark: BENCH / "base_model.tsv"
     shell:
-        "{CMD[base_model]}.base --spec {params.spec:q} --data {DATA} --out {output} > {log} 2> 2>&1 | tee {log}"1"
+        "{CMD[base_model]}.base --spec {params.spec:q} --data {DATA} --out {output} > {log} 2>&1"

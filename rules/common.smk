@@ -21,6 +21,7 @@ DATA = RESULTS / "data"
 METRICS = RESULTS / "metrics"
 LOGS = RESULTS / "logs"
 BENCH = RESULTS / "benchmarks"
+ANALYSIS = RESULTS / "analysis"
 # The serve interpreter: a relative path is relative to the repository, not the working directory.
 SERVE_PY = str(Path(workflow.basedir) / CFG["serve"]["python"])
 TARGET_PY = str(Path(workflow.basedir) / CFG["target"]["python"])
@@ -42,6 +43,22 @@ def recipes_re(step):
 def recipe_json(wildcards):
     """A recipe's parameters as a rule param: editing the recipe makes its jobs stale."""
     return json.dumps(PLAN.recipe_params(wildcards.recipe), sort_keys=True)
+
+
+def calib_inputs(wildcards):
+    """The prepared files a quantize recipe calibrates on (its calibration_mix sources)."""
+    return [DATA / f for f in PLAN.calib_files(wildcards.recipe)]
+
+
+def sensitivity_file(wildcards):
+    """The per-layer sensitivity a recipe's keep_unquantized.most_sensitive ranks by, or []."""
+    by = PLAN.sensitivity_recipe(wildcards.recipe)
+    return [ANALYSIS / f"{wildcards.parent}.{by}.sensitivity.json"] if by else []
+
+
+def sensitivity_json(wildcards):
+    """What a sensitivity measurement depends on, as a rule param (see Plan.sensitivity_params)."""
+    return json.dumps(PLAN.sensitivity_params(wildcards.recipe), sort_keys=True)
 
 
 def lane_model(lane):
@@ -89,7 +106,7 @@ def stage_cmd(rule_name, python=sys.executable, exclusive=False):
     return f"{STAGE_ENV} {slot}{python} -m workflow_scripts"
 
 
-CMD = {rule: stage_cmd(rule) for rule in ("prepare_data", "base_model", "quantize", "sft",
+CMD = {rule: stage_cmd(rule) for rule in ("prepare_data", "base_model", "quantize", "sensitivity", "sft",
                                           "post_sft", "prune", "kd", "report", "package", "mix_data")}
 CMD["teacher_data"] = stage_cmd("teacher_data", python=SERVE_PY)
 CMD["evaluate"] = stage_cmd("evaluate", python=SERVE_PY, exclusive=True)

@@ -16,4 +16,4 @@ rule prepare_data:
     log: LOGS / "prepare_data.log"
     benchmark: BENCH / "prepare_data.tsv"
     shell:
-        "{CMD[prepare_data]}.data --spec {params.spec:q} --out {DATA} > {log} 2> 2>&1 | tee {log}"1"
+        "{CMD[prepare_data]}.data --spec {params.spec:q} --out {DATA} > {log} 2>&1"

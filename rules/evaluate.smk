@@ -22,7 +22,7 @@ rule evaluate:
     shell:
         "{CMD[evaluate]}.evaluate --model {input.model} --lane {wildcards.lane} --chain {params.chain:q} "
         "--bench-dir {DATA}/bench --spec {params.spec:q} --out {output.metrics} "
-        "--items {output.details} > {log} 2> 2>&1 | tee {log}"1"
+        "--items {output.details} > {log} 2>&1"
 
 
 # The base model timed again, in a process of its own after every other evaluation.

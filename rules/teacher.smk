@@ -31,7 +31,7 @@ if TEACHER_MODEL:
         shell:
             "{CMD[teacher_data]}.teacher --model {TEACHER_PATH:q} --teacher-id {TEACHER_ID:q} "
             "--prompts {input.prompts} {params.docs} --spec {params.spec:q} --out {output.data} "
-            "--report {output.report} > {log} 2> 2>&1 | tee {log}"1"
+            "--report {output.report} > {log} 2>&1"
 
 
 def mix_inputs(wildcards):
@@ -56,4 +56,4 @@ rule mix_data:
         files=lambda w, input: " ".join(f"--{s} {input[s]}" for s in input.keys()),
     log: LOGS / "mix_data" / "{recipe}.log"
     shell:
-        "{CMD[mix_data]}.data_mix --spec {params.spec:q} {params.files} --out {output} > {log} 2> 2>&1 | tee {log}"1"
+        "{CMD[mix_data]}.data_mix --spec {params.spec:q} {params.files} --out {output} > {log} 2>&1"

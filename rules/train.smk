@@ -17,7 +17,7 @@ rule sft:
     benchmark: BENCH / "sft" / "{parent}.{recipe}.tsv"
     shell:
         "{CMD[sft]}.sft --model {input.model} --train {input.train} --val {input.val} "
-        "--recipe {params.recipe:q} --out {output} > {log} 2> 2>&1 | tee {log}"1"
+        "--recipe {params.recipe:q} --out {output} > {log} 2>&1"
 
 
 rule post_sft:
@@ -37,7 +37,7 @@ rule post_sft:
     benchmark: BENCH / "post_sft" / "{parent}.{recipe}.tsv"
     shell:
         "{CMD[post_sft]}.post_sft --model {input.model} --train {input.train} --val {input.val} "
-        "--recipe {params.recipe:q} --out {output} > {log} 2> 2>&1 | tee {log}"1"
+        "--recipe {params.recipe:q} --out {output} > {log} 2>&1"
 
 
 rule prune:
@@ -56,7 +56,7 @@ rule prune:
     benchmark: BENCH / "prune" / "{parent}.{recipe}.tsv"
     shell:
         "{CMD[prune]}.prune --model {input.model} --calib {input.calib} --recipe {params.recipe:q} "
-        "--out {output} > {log} 2> 2>&1 | tee {log}"1"
+        "--out {output} > {log} 2>&1"
 
 
 rule kd:
@@ -77,4 +77,4 @@ rule kd:
     benchmark: BENCH / "kd" / "{parent}.{recipe}.tsv"
     shell:
         "{CMD[kd]}.kd --student {input.student} --teacher {input.teacher} --train {input.train} "
-        "--val {input.val} --recipe {params.recipe:q} --out {output} > {log} 2> 2>&1 | tee {log}"1"
+        "--val {input.val} --recipe {params.recipe:q} --out {output} > {log} 2>&1"

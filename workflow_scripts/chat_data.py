@@ -5,11 +5,16 @@ turn adds are those between the template of the turns before it (with the genera
 and the template including it; tokens whose characters fall there are trained on. A template
 that renders earlier turns differently inside the full conversation (one that rewrites history,
 e.g. drops earlier reasoning) would shift every label, so that is checked and refused.
-calibration_set: the chat-templated calibration text that quantize and prune run through the model.
+calibration_set: the calibration text that quantize and prune run through the model (chats
+chat-templated, optionally mixed with plain text).
 """
 from __future__ import annotations
 
-from workflow_scripts.common import StageError, chat_text, read_jsonl
+import random
+from pathlib import Path
+
+from workflow_scripts.common import SEED, StageError, chat_text, read_jsonl
+from workflow_scripts.config import CALIB_SOURCES
 
 IGNORE = -100
 
@@ -58,16 +63,53 @@ def collate(tok):
     return DataCollatorForSeq2Seq(tok, label_pad_token_id=IGNORE, return_tensors="pt")
 
 
-def calibration_set(tok, path, n, max_len):
-    """The first n conversations of a calibration JSONL, chat-templated (the text the model is
-    served) and tokenized, truncated to max_len and unpadded: a datasets.Dataset of
-    input_ids / attention_mask."""
+def calibration_set(tok, paths, n, max_len, mix=None):
+    """n calibration texts, tokenized, truncated to max_len and unpadded: a datasets.Dataset of
+    input_ids / attention_mask. `paths`: one prepared file or several; `mix`: {source: weight}
+    (config.CALIB_SOURCES names, matched to `paths` by file name), drawing round(n * share)
+    from each source. Without a mix, the first n conversations of the (single) file."""
     from datasets import Dataset
 
-    rows = read_jsonl(path)[:n]
-    if not rows:
-        raise StageError(f"{path}: no calibration conversations")
-    texts = [chat_text(tok, r["messages"]) for r in rows]
+    paths = [Path(p) for p in ([paths] if isinstance(paths, (str, Path)) else paths)]
+    texts = []
+    for path, count in source_counts(paths, n, mix):
+        texts += source_texts(tok, path, count)
+    if mix and len(mix) > 1:
+        random.Random(SEED).shuffle(texts)  # sources interleaved, not in blocks
     # The chat template already carries the special tokens the model was trained with.
     enc = tok(texts, max_length=max_len, truncation=True, add_special_tokens=False)
     return Dataset.from_dict({"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]})
+
+
+def source_counts(paths, n, mix):
+    """[(path, rows to draw)]: all n from the first path without a mix, else n split by weight."""
+    if not mix:
+        return [(paths[0], n)]
+    by_name = {p.name: p for p in paths}
+    total = sum(mix.values())
+    counts, left = [], n
+    for i, (source, weight) in enumerate(sorted(mix.items())):
+        file = CALIB_SOURCES[source]
+        if file not in by_name:
+            raise StageError(f"calibration_mix source {source!r} needs {file}, which was not given")
+        count = left if i == len(mix) - 1 else min(left, round(n * weight / total))
+        counts.append((by_name[file], count))
+        left -= count
+    return counts
+
+
+def source_texts(tok, path, count):
+    """The first `count` rows of a prepared file as model input text: conversations (JSONL)
+    chat-templated as the model is served, plain text (.txt, one document a line) as is."""
+    if count <= 0:
+        return []
+    if path.suffix == ".txt":
+        if not path.exists():
+            raise StageError(f"{path}: file does not exist")
+        texts = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()][:count]
+    else:
+        texts = [chat_text(tok, r["messages"]) for r in read_jsonl(path)[:count]]
+    if not texts:
+        hint = " (data preparation fills it only for the demo)" if path.name == CALIB_SOURCES["corpus"] else ""
+        raise StageError(f"{path}: no calibration text{hint}")
+    return texts

@@ -55,12 +55,15 @@ def run_cli(main):
     sys.exit(code or 0)
 
 
-def stage_args(argv, prog, doc, **inputs):
-    """A stage's arguments: a required --NAME for each of `inputs` ({name: help}), then
+def stage_args(argv, prog, doc, many=(), optional=None, **inputs):
+    """A stage's arguments: a required --NAME for each of `inputs` ({name: help}; one or more
+    values for the names in `many`), an optional --NAME for each of `optional`, then
     --recipe (JSON) and --out, the shape every rules/*.smk shell line calls."""
     p = argparse.ArgumentParser(prog=f"python -m {prog}", description=doc.split("\n\n")[0])
     for name, help_text in inputs.items():
-        p.add_argument(f"--{name}", required=True, help=help_text)
+        p.add_argument(f"--{name}", required=True, help=help_text, nargs="+" if name in many else None)
+    for name, help_text in (optional or {}).items():
+        p.add_argument(f"--{name}", help=help_text)
     p.add_argument("--recipe", required=True, help="recipe parameters as JSON (lanes.yaml minus `step`)")
     p.add_argument("--out", required=True, help="output model folder")
     return p.parse_args(argv)
@@ -133,6 +136,11 @@ class AtomicWriter:
         tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
         self.pending.append((tmp, path))
         return tmp
+
+    def file(self, rel):
+        """A temporary path to write `rel` by any means (e.g. a plot's savefig)."""
+        self.out.mkdir(parents=True, exist_ok=True)
+        return self._tmp(rel)
 
     def jsonl(self, rel, rows):
         write_jsonl(self._tmp(rel), rows)

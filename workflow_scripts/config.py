@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import copy
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import jsonschema
@@ -37,6 +37,8 @@ STEP_CHOICES = {
 }
 # Schemes whose activations are static and need calibration data (FP8_DYNAMIC needs none).
 UNCALIBRATED_SCHEMES = {"FP8_DYNAMIC"}
+# Prepared files a quantize recipe's calibration_mix may draw from (results/data/<file>).
+CALIB_SOURCES = {"calib": "calib.jsonl", "sft_train": "sft_train.jsonl", "corpus": "corpus.txt"}
 
 
 class ConfigError(Exception):
@@ -54,12 +56,30 @@ class Plan:
     recipes: dict  # name -> {"step": ..., params...}
     lanes: dict  # lane name -> list of recipe names (selected lanes only)
     all_lanes: dict  # every lane in the lanes file
+    # sweep name -> {"lane", "recipe", "knobs": {lane: {knob: value}}} (workflow_scripts.sweeps)
+    sweeps: dict = field(default_factory=dict)
 
     def recipes_of(self, step):
         return sorted(n for n, r in self.recipes.items() if r["step"] == step)
 
     def recipe_params(self, name):
         return {k: v for k, v in self.recipes[name].items() if k != "step"}
+
+    def sensitivity_recipe(self, name):
+        """The quantize recipe whose per-layer sensitivity `name` keeps layers by, or None."""
+        keep = self.recipes[name].get("keep_unquantized")
+        return keep.get("sensitivity", name) if isinstance(keep, dict) else None
+
+    def sensitivity_params(self, name):
+        """What the sensitivity of recipe `name` is measured with: the recipe without its
+        keep_unquantized (each layer is quantized alone) and config `sensitivity:`."""
+        params = {k: v for k, v in self.recipe_params(name).items() if k != "keep_unquantized"}
+        return {"recipe": params, "measure": self.config.get("sensitivity") or {}}
+
+    def calib_files(self, name):
+        """The prepared files a recipe calibrates on (calib.jsonl unless it has calibration_mix)."""
+        mix = self.recipes[name].get("calibration_mix") or {"calib": 1}
+        return [CALIB_SOURCES[source] for source in sorted(mix)]
 
 
 def chain_dir(chain) -> str:
@@ -117,6 +137,50 @@ def _check_recipe(lanes_file, name, recipe):
     if step == "prune" and (not isinstance(recipe["keep_layers"], int) or recipe["keep_layers"] < 2):
         raise ConfigError(lanes_file, f"recipes.{name}.keep_layers",
                           f"expected an integer >= 2 (first and last layers are kept), got {recipe['keep_layers']!r}")
+    if "keep_unquantized" in recipe or "calibration_mix" in recipe:
+        if step != "quantize":
+            raise ConfigError(lanes_file, f"recipes.{name}", "keep_unquantized / calibration_mix are quantize keys")
+        _check_keep_unquantized(lanes_file, name, recipe.get("keep_unquantized", []))
+        _check_calibration_mix(lanes_file, name, recipe.get("calibration_mix", {"calib": 1}))
+
+
+def _check_keep_unquantized(lanes_file, name, keep):
+    """A list of decoder layer indices, or {most_sensitive: K[, sensitivity: recipe]}."""
+    key = f"recipes.{name}.keep_unquantized"
+    if isinstance(keep, list):
+        if not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in keep) \
+                or len(set(keep)) != len(keep):
+            raise ConfigError(lanes_file, key, f"expected distinct layer indices >= 0, got {keep!r}")
+        return
+    if not isinstance(keep, dict) or set(keep) - {"most_sensitive", "sensitivity"} \
+            or not isinstance(keep.get("most_sensitive"), int) or keep["most_sensitive"] < 1:
+        raise ConfigError(lanes_file, key, "expected a list of layer indices or "
+                          f"{{most_sensitive: <integer >= 1>, sensitivity: <quantize recipe>}}, got {keep!r}")
+
+
+def _check_calibration_mix(lanes_file, name, mix):
+    if not isinstance(mix, dict) or not mix or set(mix) - set(CALIB_SOURCES) \
+            or not all(isinstance(w, (int, float)) and w > 0 for w in mix.values()):
+        raise ConfigError(lanes_file, f"recipes.{name}.calibration_mix",
+                          f"expected {{source: weight > 0}} with sources from {sorted(CALIB_SOURCES)}, got {mix!r}")
+
+
+def _check_kept_layers(lanes_file, lane, i, name, recipe, recipes, layers):
+    """Kept layers must exist in the model the step quantizes, and leave some to quantize."""
+    keep = recipe.get("keep_unquantized")
+    if isinstance(keep, dict):
+        by = keep.get("sensitivity", name)
+        if recipes.get(by, {}).get("step") != "quantize":
+            raise ConfigError(lanes_file, f"recipes.{name}.keep_unquantized.sensitivity",
+                              f"expected a quantize recipe, got {by!r}")
+    if not keep or layers is None:
+        return
+    if isinstance(keep, list) and max(keep) >= layers:
+        raise ConfigError(lanes_file, f"lanes.{lane}[{i}]", f"recipe {name!r} keeps layer {max(keep)}, "
+                          f"but its parent has {layers} layers (0..{layers - 1})")
+    if isinstance(keep, dict) and keep["most_sensitive"] >= layers:
+        raise ConfigError(lanes_file, f"lanes.{lane}[{i}]", f"recipe {name!r} keeps the {keep['most_sensitive']} "
+                          f"most sensitive layers, expected fewer than the {layers} its parent has")
 
 
 def _check_chain(lanes_file, lane, chain, recipes, base_layers):
@@ -133,6 +197,8 @@ def _check_chain(lanes_file, lane, chain, recipes, base_layers):
                                   f"prune recipe {name!r} keeps {keep} layers, expected fewer than "
                                   f"the {layers} its parent has")
             layers = keep
+        if step == "quantize":
+            _check_kept_layers(lanes_file, lane, i, name, recipes[name], recipes, layers)
         if step == "kd" and (i == 0 or recipes[chain[i - 1]]["step"] != "prune"):
             raise ConfigError(lanes_file, f"lanes.{lane}[{i}]",
                               f"kd recipe {name!r} must follow a prune step (its teacher is the unpruned parent)")
@@ -236,10 +302,18 @@ def load_plan(config: dict, config_file="config") -> Plan:
     for name, recipe in recipes.items():
         _check_recipe(lanes_file, name, recipe)
 
-    all_lanes = doc["lanes"]
+    all_lanes = dict(doc["lanes"])
     layers = base_layers(config)
     for lane, chain in all_lanes.items():
         _check_chain(lanes_file, lane, chain, recipes, layers)
+
+    from workflow_scripts.sweeps import expand_sweeps  # it raises this module's ConfigError
+
+    sweeps = expand_sweeps(doc.get("sweeps") or {}, config.get("sweep_overrides") or {},
+                           recipes, all_lanes, lanes_file, config_file, _check_recipe)
+    for lane, chain in all_lanes.items():
+        if lane not in doc["lanes"]:  # the generated lanes, checked like the others
+            _check_chain(lanes_file, lane, chain, recipes, layers)
 
     if config["lanes"] == "all":
         selected = dict(all_lanes)
@@ -252,7 +326,7 @@ def load_plan(config: dict, config_file="config") -> Plan:
     from workflow_scripts.models_policy import check_models  # it imports this module
 
     check_models(config, config_file)
-    return Plan(config=config, recipes=recipes, lanes=selected, all_lanes=all_lanes)
+    return Plan(config=config, recipes=recipes, lanes=selected, all_lanes=all_lanes, sweeps=sweeps)
 
 
 def device_error(config):

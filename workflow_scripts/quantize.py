@@ -3,15 +3,20 @@
 Schemes (compressed-tensors presets): W4A16 and W8A16 (GPTQ, grouped weights), W8A8 (int8
 weights + dynamic per-token int8 activations, by GPTQ or by plain min-max observers),
 FP8_DYNAMIC (no calibration) and FP8 (static activation scales from calibration).
-lm_head (tied to the embeddings on EXAONE) is never quantized. The result is saved
-compressed, with the parent's tokenizer files (unchanged) and a small quantize.json, into --out (atomically: see
-common.staged_output).
+lm_head (tied to the embeddings on EXAONE) is never quantized. Mixed precision: the recipe's
+`keep_unquantized` (layer indices, or {most_sensitive: K} resolved from --sensitivity, the file of
+workflow_scripts.sensitivity) puts those decoder layers' Linear modules into the ignore list, so
+they stay in full precision in the same compressed-tensors checkpoint. The result is saved
+compressed, with the parent's tokenizer files (unchanged) and a small quantize.json (with the kept
+layers), into --out (atomically: see common.staged_output).
 
-    python -m workflow_scripts.quantize --model DIR --calib results/data/calib.jsonl \
-        --recipe '{"scheme": "W4A16", "method": "gptq", "group_size": 128, ...}' --out DIR
+    python -m workflow_scripts.quantize --model DIR --calib results/data/calib.jsonl [more files] \
+        --recipe '{"scheme": "W4A16", "method": "gptq", "group_size": 128, ...}' --out DIR \
+        [--sensitivity results/analysis/base.gptq_w4a16.sensitivity.json]
 """
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 
@@ -40,9 +45,10 @@ DEFAULT_SEQ_LEN = 1024
 
 
 def parse_args(argv):
-    return stage_args(argv, "workflow_scripts.quantize", __doc__,
+    return stage_args(argv, "workflow_scripts.quantize", __doc__, many=("calib",),
+                      optional={"sensitivity": "per-layer sensitivity JSON (for keep_unquantized.most_sensitive)"},
                       model="input model folder (Hugging Face format)",
-                      calib="calibration conversations (prepared JSONL)")
+                      calib="calibration files (prepared calib.jsonl, plus the recipe's calibration_mix sources)")
 
 
 def check_recipe(text) -> dict:
@@ -68,18 +74,50 @@ def quant_scheme(recipe):
     return QuantizationScheme(targets=["Linear"], **preset)
 
 
-def make_modifier(recipe, scheme):
+def make_modifier(recipe, scheme, ignore=IGNORE):
     """GPTQ for method gptq; plain observers (QuantizationModifier) for minmax."""
     from llmcompressor.modifiers.quantization import GPTQModifier, QuantizationModifier
 
     groups = {"group_0": scheme}
     if recipe.get("method", "gptq") == "gptq" and recipe["scheme"] != "FP8_DYNAMIC":
-        return GPTQModifier(config_groups=groups, ignore=IGNORE,
+        return GPTQModifier(config_groups=groups, ignore=list(ignore),
                             dampening_frac=float(recipe.get("dampening_frac", 0.01)))
-    return QuantizationModifier(config_groups=groups, ignore=IGNORE)
+    return QuantizationModifier(config_groups=groups, ignore=list(ignore))
 
 
-def check_quantizable(model_dir, model, scheme):
+LAYER = re.compile(r"(?:^|\.)layers\.(\d+)\.")  # model.layers.<i>.self_attn.q_proj
+
+
+def layer_linears(model) -> dict:
+    """{decoder layer index: [names of its Linear modules]}, the units of keep_unquantized."""
+    import torch
+
+    layers = {}
+    for name, mod in model.named_modules():
+        m = LAYER.search(name)
+        if m and isinstance(mod, torch.nn.Linear):
+            layers.setdefault(int(m.group(1)), []).append(name)
+    return layers
+
+
+def kept_layers(recipe, sensitivity_path, n_layers):
+    """(sorted layer indices the recipe keeps in full precision, why those)."""
+    from workflow_scripts.sensitivity import most_sensitive
+
+    keep = recipe.get("keep_unquantized") or []
+    if isinstance(keep, list):
+        layers, why = sorted(keep), "listed in the recipe"
+    elif not sensitivity_path:
+        raise StageError("recipe keep_unquantized.most_sensitive needs --sensitivity FILE")
+    else:
+        k = int(keep["most_sensitive"])
+        layers, why = most_sensitive(sensitivity_path, k), f"the {k} largest KL in {sensitivity_path}"
+    if any(i >= n_layers for i in layers):
+        raise StageError(f"recipe keep_unquantized: layer {max(layers)} does not exist (the model has {n_layers})")
+    return layers, why
+
+
+def check_quantizable(model_dir, model, scheme, ignore=IGNORE):
     """Grouped weights need every quantized Linear's input dim to be a multiple of the group."""
     import torch
 
@@ -87,15 +125,16 @@ def check_quantizable(model_dir, model, scheme):
     if not group:
         return
     for name, mod in model.named_modules():
-        if isinstance(mod, torch.nn.Linear) and name.split(".")[-1] not in IGNORE \
+        if isinstance(mod, torch.nn.Linear) and name not in ignore and name.split(".")[-1] not in IGNORE \
                 and mod.in_features % group:
             raise StageError(
                 f"model {model_dir}: layer {name} has dims {mod.out_features}x{mod.in_features} "
                 f"(out x in); in {mod.in_features} is not divisible by group size {group}")
 
 
-def quantize(model_dir, calib_path, recipe, out):
-    """Quantize `model_dir` by `recipe` into `out` (atomically). Returns the quantize.json dict."""
+def quantize(model_dir, calib_path, recipe, out, sensitivity=None):
+    """Quantize `model_dir` by `recipe` into `out` (atomically). Returns the quantize.json dict.
+    `calib_path`: calib.jsonl or a list of prepared files (the recipe's calibration_mix)."""
     model_dir = Path(model_dir)
     check_full_precision(model_dir, "quantization needs full-precision weights")
     from llmcompressor import oneshot  # slow import: only once the input looks right
@@ -105,17 +144,20 @@ def quantize(model_dir, calib_path, recipe, out):
     # Loaded on CPU: llmcompressor's sequential pipeline moves one layer at a time to the GPU.
     model, tok = load_model(model_dir, dtype=dtype, device="cpu")
     scheme = quant_scheme(recipe)
-    check_quantizable(model_dir, model, scheme)
+    linears = layer_linears(model)
+    kept, kept_why = kept_layers(recipe, sensitivity, len(linears))
+    ignore = IGNORE + [name for i in kept for name in linears[i]]
+    check_quantizable(model_dir, model, scheme, ignore)
 
     calibrated = recipe["scheme"] in NEEDS_CALIBRATION
     n = int(recipe.get("num_calibration_samples", DEFAULT_SAMPLES))
     max_len = int(recipe.get("max_seq_length", DEFAULT_SEQ_LEN))
-    ds = calibration_set(tok, calib_path, n, max_len) if calibrated else None
+    ds = calibration_set(tok, calib_path, n, max_len, recipe.get("calibration_mix")) if calibrated else None
 
     with staged_output(out) as tmp:
         t0 = time.time()
         kwargs = dict(dataset=ds, num_calibration_samples=len(ds), max_seq_length=max_len) if ds else {}
-        model = oneshot(model=model, recipe=make_modifier(recipe, scheme), **kwargs)
+        model = oneshot(model=model, recipe=make_modifier(recipe, scheme, ignore), **kwargs)
         model.save_pretrained(tmp, save_compressed=True)
         copy_tokenizer(model_dir, tmp)
         info = {
@@ -124,6 +166,10 @@ def quantize(model_dir, calib_path, recipe, out):
             "scheme": recipe["scheme"],
             "method": recipe.get("method", "gptq"),
             "calibration_samples": len(ds) if ds else 0,
+            "calibration_mix": recipe.get("calibration_mix"),
+            "kept_layers": kept,  # decoder layers left in full precision
+            "kept_by": kept_why if kept else None,
+            "ignore": ignore,
             "max_seq_length": max_len if ds else None,
             "seconds": round(time.time() - t0, 2),
             "size_bytes": sum(f.stat().st_size for f in tmp.glob("*.safetensors")),
@@ -136,10 +182,11 @@ def main(argv) -> int:
     args = parse_args(argv)
     limit_threads()
     recipe = check_recipe(args.recipe)
-    info = quantize(args.model, args.calib, recipe, args.out)
+    info = quantize(args.model, args.calib, recipe, args.out, args.sensitivity)
+    kept = f", layers {info['kept_layers']} kept unquantized" if info["kept_layers"] else ""
     print(f"quantized {args.model} -> {args.out}: {info['scheme']} ({info['method']}), "
           f"{info['calibration_samples']} calibration samples, {info['seconds']} s, "
-          f"{info['size_bytes'] / 1e6:.2f} MB")
+          f"{info['size_bytes'] / 1e6:.2f} MB{kept}")
     return 0
 
 

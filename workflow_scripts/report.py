@@ -4,7 +4,7 @@
         --logs-dir results/logs --bench-dir results/benchmarks --out-dir results
 
 --lanes: {"base": [], "w4a16": ["gptq_w4a16"], ...} (every lane of the run, base included).
---spec:  config `benchmarks` and `speed` (weights, speed.score_uses).
+--spec:  config `benchmarks` and `speed` (weights, speed.score_uses), and the resolved `sweeps`.
 
 One row per lane. A lane whose metrics file is missing (a job of its chain failed, or never ran)
 still gets a row, with the log to read. `write_summary` is also what Snakemake's onerror handler
@@ -312,6 +312,98 @@ def rank_rows(rows):
     return base + scored + rest
 
 
+# --- search: what the sweeps found --------------------------------------------------------
+
+def pareto_front(rows):
+    """Lanes that no other lane matches or beats on both PerfNorm and SpeedNorm while beating
+    them on one (ties all stay on the front)."""
+    pts = [r for r in rows if r.get("PerfNorm") is not None and r.get("SpeedNorm") is not None]
+
+    def beats(o, r):
+        return o["PerfNorm"] >= r["PerfNorm"] and o["SpeedNorm"] >= r["SpeedNorm"] \
+            and (o["PerfNorm"] > r["PerfNorm"] or o["SpeedNorm"] > r["SpeedNorm"])
+
+    return [r["lane"] for r in pts if not any(beats(o, r) for o in pts)]
+
+
+def _value_order(text):
+    """Numbers in numeric order, then anything else by its JSON text."""
+    value = json.loads(text)
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    return (0, value, "") if number else (1, 0, text)
+
+
+def knob_effects(knobs, scores):
+    """[(knob, {value: mean Score}, spread)] of one sweep ({lane: {knob: value}}), the knob whose
+    per-value mean Score spreads most first; lanes without a Score are left out."""
+    effects = []
+    for knob in next(iter(knobs.values()), {}):
+        by_value = {}
+        for lane, point in knobs.items():
+            if scores.get(lane) is not None:
+                by_value.setdefault(json.dumps(point[knob]), []).append(scores[lane])
+        means = {v: sum(s) / len(s) for v, s in sorted(by_value.items(), key=lambda kv: _value_order(kv[0]))}
+        effects.append((knob, means, max(means.values()) - min(means.values()) if means else None))
+    return sorted(effects, key=lambda e: -1 if e[2] is None else -e[2])
+
+
+def kept_layers(models_dir, chain):
+    """(layers, why) from the quantize.json of the chain's quantize step, when it kept layers
+    in full precision; else None."""
+    for i in range(len(chain), 0, -1):
+        path = Path(models_dir) / chain_dir(chain[:i]) / "quantize.json"
+        try:
+            info = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        return (info["kept_layers"], info.get("kept_by")) if info.get("kept_layers") else None
+    return None
+
+
+def _fmt(v):
+    return "" if v is None else f"{v:.4f}"
+
+
+def sweep_lines(name, sweep, by_lane, front):
+    """One sweep: its lanes with their grid values and Score, then what each knob did."""
+    knobs = sweep["knobs"]
+    names = list(next(iter(knobs.values()), {}))
+    lanes = sorted(knobs, key=lambda l: -(by_lane.get(l, {}).get("Score") or -math.inf))
+    lines = [f"### Sweep `{name}` (base lane {sweep['lane']}, recipe {sweep['recipe']})", "",
+             "| lane | " + " | ".join(names) + " | PerfNorm | SpeedNorm | Score | on Pareto front |",
+             "|" + "---|" * (len(names) + 5)]
+    for lane in lanes:
+        r = by_lane.get(lane, {})
+        lines.append(f"| {lane} | " + " | ".join(json.dumps(knobs[lane][k]) for k in names)
+                     + f" | {_fmt(r.get('PerfNorm'))} | {_fmt(r.get('SpeedNorm'))} | {_fmt(r.get('Score'))} | "
+                     + ("yes" if lane in front else "") + " |")
+    on_front = [l for l in lanes if l in front]
+    lines += ["", f"On the Pareto front of all lanes (PerfNorm, SpeedNorm): {', '.join(on_front) or 'none'}.", "",
+              "| knob | mean Score by value | spread |", "|---|---|---|"]
+    effects = knob_effects(knobs, {l: by_lane.get(l, {}).get("Score") for l in knobs})
+    for knob, means, spread in effects:
+        values = ", ".join(f"{v}: {m:.4f}" for v, m in means.items())
+        lines.append(f"| {knob} | {values or 'no Score yet'} | {_fmt(spread)} |")
+    if effects and effects[0][2] is not None:
+        lines += ["", f"Score moved most by **{effects[0][0]}** (spread {effects[0][2]:.4f} of its per-value means)."]
+    return lines + [""]
+
+
+def search_lines(rows, sweeps, lanes, models_dir):
+    """The summary's search section: each sweep's lanes on the Pareto front and which knob moved
+    Score most, then the layers each mixed-precision lane kept in full precision."""
+    by_lane = {r["lane"]: r for r in rows}
+    front = set(pareto_front(rows))
+    lines = []
+    for name, sweep in (sweeps or {}).items():
+        lines += sweep_lines(name, sweep, by_lane, front)
+    kept = {lane: k for lane, chain in lanes.items() if models_dir and (k := kept_layers(models_dir, chain))}
+    if kept:
+        lines += ["### Layers kept in full precision", ""]
+        lines += [f"- **{lane}**: {layers} ({why})" for lane, (layers, why) in kept.items()] + [""]
+    return (["", "## Search", ""] + lines) if lines else []
+
+
 # --- outputs -------------------------------------------------------------------------------
 
 def _csv_value(v):
@@ -367,7 +459,8 @@ def target_line(target):
             f"and compressed-tensors (docs/target.md). vLLM {target['vllm']} itself is checked only on a CUDA host.")
 
 
-def write_md(path, rows, benchmarks, metrics_by_lane, spec, metrics_dir="results/metrics", reference=None):
+def write_md(path, rows, benchmarks, metrics_by_lane, spec, metrics_dir="results/metrics", reference=None,
+             sections=()):
     uses = (spec.get("speed") or {}).get("score_uses", "server")
     md_cols = ["rank", "lane", "chain", "status", "target", *benchmarks, *parse_rate_columns(spec.get("benchmarks")),
                "Perf", "PerfNorm",
@@ -389,6 +482,7 @@ def write_md(path, rows, benchmarks, metrics_by_lane, spec, metrics_dir="results
         "|" + "---|" * len(md_cols),
     ]
     lines += ["| " + " | ".join(_md_value(c, r.get(c)) for c in md_cols) + " |" for r in rows]
+    lines += list(sections)
     notes = null_benchmark_notes(metrics_by_lane, benchmarks)
     unscored = [r for r in rows if r["Score"] is None and r["lane"] != BASE]
     lines += ["", "## Notes", ""]
@@ -490,10 +584,13 @@ def plot_pareto(path, rows):
     plt.close(fig)
 
 
-def write_summary(lanes, metrics_dir, logs_dir, bench_dir, out_dir, spec):
+def write_summary(lanes, metrics_dir, logs_dir, bench_dir, out_dir, spec, models_dir=None):
     """Rank every lane of `lanes` ({lane: chain}) and write summary.csv/.md and pareto.png
-    into `out_dir`. Missing or broken metrics become failed/missing rows. Returns the rows."""
+    into `out_dir`. Missing or broken metrics become failed/missing rows. Returns the rows.
+    `models_dir` (default OUT_DIR/models) holds the stages' side files: the training column's
+    before/after figures and the search section's kept layers (spec["sweeps"]: config.Plan.sweeps)."""
     out_dir = Path(out_dir)
+    models_dir = Path(models_dir) if models_dir else out_dir / "models"
     out_dir.mkdir(parents=True, exist_ok=True)
     benchmarks = list(spec.get("benchmarks") or {})
     read = {lane: read_metrics(metrics_dir, lane) for lane in lanes}
@@ -504,14 +601,15 @@ def write_summary(lanes, metrics_dir, logs_dir, bench_dir, out_dir, spec):
     rows = [lane_row(lane, list(chain), *read[lane], base, spec, metrics_dir, logs_dir, bench_dir)
             for lane, chain in lanes.items()]
     for r in rows:
-        r["training"] = training_cell(out_dir / "models", list(lanes[r["lane"]]))
+        r["training"] = training_cell(models_dir, list(lanes[r["lane"]]))
     uses = (spec.get("speed") or {}).get("score_uses", "server")
     recheck, _ = read_metrics(metrics_dir, f"{BASE}.recheck")
     reference = speed_reference(metrics_by_lane, recheck, uses)
     add_intervals(rows, metrics_by_lane, reference, uses)
     rows = rank_rows(rows)
     write_csv(out_dir / "summary.csv", rows, columns(benchmarks, parse_rate_columns(spec.get("benchmarks"))))
-    write_md(out_dir / "summary.md", rows, benchmarks, metrics_by_lane, spec, metrics_dir, reference)
+    write_md(out_dir / "summary.md", rows, benchmarks, metrics_by_lane, spec, metrics_dir, reference,
+             search_lines(rows, spec.get("sweeps"), lanes, models_dir))
     plot_pareto(out_dir / "pareto.png", rows)
     return rows
 
@@ -524,6 +622,7 @@ def main(argv):
     ap.add_argument("--logs-dir", required=True)
     ap.add_argument("--bench-dir", required=True)
     ap.add_argument("--out-dir", required=True)
+    ap.add_argument("--models-dir", help="model folders (their quantize.json: the layers kept in full precision)")
     args = ap.parse_args(argv)
     try:
         lanes, spec = json.loads(args.lanes), json.loads(args.spec)
@@ -531,7 +630,7 @@ def main(argv):
         raise StageError(f"--lanes/--spec: not valid JSON ({e})") from None
     if not isinstance(lanes, dict):
         raise StageError('--lanes: expected a JSON object {"lane": [recipe, ...]}')
-    rows = write_summary(lanes, args.metrics_dir, args.logs_dir, args.bench_dir, args.out_dir, spec)
+    rows = write_summary(lanes, args.metrics_dir, args.logs_dir, args.bench_dir, args.out_dir, spec, args.models_dir)
     for r in rows:
         score = "" if r["Score"] is None else f"{r['Score']:.4f}"
         print(f"{str(r['rank'] or '-'):>4} {r['lane']:22s} {r['status']:11s} {score}")
