@@ -120,6 +120,7 @@ def test_prune_that_keeps_the_base_layers_is_rejected(tmp_path):
         load_plan(cfg, "demo.yaml")
 
 
+@pytest.mark.e2e
 def test_snakemake_rejects_bad_config_before_any_job(tmp_path):
     """Through real Snakemake: exit 1, one 'config error' line naming file and key, no traceback."""
     doc = lanes_doc()
