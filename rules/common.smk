@@ -41,8 +41,8 @@ def recipes_re(step):
 
 
 def recipe_json(wildcards):
-    """A recipe's parameters as a params entry: editing the recipe makes its jobs stale."""
-    return json.dumps(PLAN.recipe_params(wildcards.recipe), sort_keys=True)
+    """A recipe's parameters (and compute.seed) as a params entry: editing either makes its jobs stale."""
+    return json.dumps({**PLAN.recipe_params(wildcards.recipe), "seed": CFG["compute"]["seed"]}, sort_keys=True)
 
 
 def calib_inputs(wildcards):
@@ -58,7 +58,7 @@ def sensitivity_file(wildcards):
 
 def sensitivity_json(wildcards):
     """What a sensitivity measurement depends on, as a rule param (see Plan.sensitivity_params)."""
-    return json.dumps(PLAN.sensitivity_params(wildcards.recipe), sort_keys=True)
+    return json.dumps({**PLAN.sensitivity_params(wildcards.recipe), "seed": CFG["compute"]["seed"]}, sort_keys=True)
 
 
 def lane_model(lane):

@@ -97,7 +97,7 @@ def generate(llm, cands, sampling, max_len, batch_size=BATCH_SIZE, per_request_s
     from tqdm.auto import tqdm
     from vllm import SamplingParams
 
-    from workflow_scripts.evaluate import chat_prompt
+    from workflow_scripts.eval_worker import chat_prompt
 
     tok = llm.get_tokenizer()
     scope = "request" if per_request_seed else "engine"
@@ -178,7 +178,8 @@ def candidates(args, s):
 
 
 def run(args) -> dict:
-    from workflow_scripts.evaluate import detect_device, effective_max_model_len, serve_settings, start_engine, vllm_version
+    from workflow_scripts.eval_worker import detect_device, effective_max_model_len, serve_settings, start_engine
+    from workflow_scripts.evaluate import vllm_version
 
     spec = json.loads(args.spec)
     s = teacher_settings(spec)

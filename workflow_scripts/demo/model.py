@@ -68,13 +68,14 @@ def train_tokenizer(texts, vocab_size, korean_words=False):
 
 def build_model(tokenizer, arch: dict):
     """A randomly initialised Exaone4ForCausalLM of the given shape (all full attention,
-    tied embeddings, as EXAONE-4.0-1.2B)."""
+    tied embeddings, as EXAONE-4.0-1.2B). arch embedding_vocab_size pads the embedding beyond
+    the tokenizer's tokens, to a real model's row count (the real-shape smoke run)."""
     import torch
     from transformers import Exaone4Config, Exaone4ForCausalLM
 
     n = arch["num_hidden_layers"]
     cfg = Exaone4Config(
-        vocab_size=len(tokenizer),
+        vocab_size=max(len(tokenizer), arch.get("embedding_vocab_size") or 0),
         hidden_size=arch["hidden_size"],
         intermediate_size=arch["intermediate_size"],
         num_hidden_layers=n,
