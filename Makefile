@@ -1,6 +1,6 @@
 # The two commands of the README. Each creates the environments it needs first
 # (scripts/setup_envs.sh: seconds when they exist, minutes the first time).
-.PHONY: demo test envs
+.PHONY: demo test test-fast lint envs
 
 envs:
 	scripts/setup_envs.sh
@@ -8,5 +8,18 @@ envs:
 demo: envs
 	.venv/bin/snakemake --profile profiles/demo
 
-test: envs
+# Every tier (pytest.ini), after Snakemake's linter on both configs.
+test: envs lint
 	.venv/bin/python -m pytest tests
+
+# The fast tier: pure functions and small files, under a minute.
+test-fast: envs
+	.venv/bin/python -m pytest -m unit tests
+
+# `snakemake --lint` exits 0 even when it has advice: fail on any.
+lint: envs
+	@for profile in "" "--profile profiles/demo"; do \
+	  out=$$(.venv/bin/snakemake --lint $$profile 2>&1); \
+	  echo "$$out" | grep -q "Congratulations, your workflow is in a good condition" \
+	    || { echo "$$out"; echo "snakemake --lint $$profile: not clean"; exit 1; }; \
+	done; echo "snakemake --lint: clean (config/config.yaml and config/demo.yaml)"

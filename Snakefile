@@ -2,6 +2,10 @@
 #   snakemake -n                          preview the lanes (config/config.yaml)
 #   snakemake --profile profiles/demo     the CPU demo on a tiny EXAONE-shaped model
 
+from snakemake.utils import min_version
+
+min_version("9.0")  # the executor plugin interface and validate() used here
+
 # config/config.yaml unless --configfile names another (the demo profile does): the two are
 # alternatives, not layers, so one must not be merged into the other.
 if not workflow.overwrite_configfiles:
@@ -15,6 +19,9 @@ include: "rules/train.smk"
 include: "rules/teacher.smk"
 include: "rules/evaluate.smk"
 include: "rules/report.smk"
+
+# Seconds of work each: on a cluster they run in the main process instead of waiting in a queue.
+localrules: all, summary, mix_data
 
 
 # Checked once a real run starts (not on a dry run, which previews a GPU config on any host).

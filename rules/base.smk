@@ -8,9 +8,12 @@ rule base_model:
         directory(MODELS / "base"),
     params:
         spec=json.dumps({"base": CFG["base"], "compute": CFG["compute"]}, sort_keys=True),
+        cmd=CMD["base_model"],
+        data=DATA,
     threads: res("base_model", "threads")
     resources: **rule_resources("base_model")
+    conda: CONDA_COMPRESS
     log: LOGS / "base_model.log"
     benchmark: BENCH / "base_model.tsv"
     shell:
-        "{CMD[base_model]}.base --spec {params.spec:q} --data {DATA} --out {output} > {log} 2>&1"
+        "{params.cmd}.base --spec {params.spec:q} --data {params.data} --out {output} > {log} 2>&1"

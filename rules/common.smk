@@ -41,8 +41,8 @@ def recipes_re(step):
 
 
 def recipe_json(wildcards):
-    """A recipe's parameters as a rule param: editing the recipe makes its jobs stale."""
-    return json.dumps(PLAN.recipe_params(wildcards.recipe), sort_keys=True)
+    """A recipe's parameters (and compute.seed) as a params entry: editing either makes its jobs stale."""
+    return json.dumps({**PLAN.recipe_params(wildcards.recipe), "seed": CFG["compute"]["seed"]}, sort_keys=True)
 
 
 def calib_inputs(wildcards):
@@ -58,7 +58,7 @@ def sensitivity_file(wildcards):
 
 def sensitivity_json(wildcards):
     """What a sensitivity measurement depends on, as a rule param (see Plan.sensitivity_params)."""
-    return json.dumps(PLAN.sensitivity_params(wildcards.recipe), sort_keys=True)
+    return json.dumps({**PLAN.sensitivity_params(wildcards.recipe), "seed": CFG["compute"]["seed"]}, sort_keys=True)
 
 
 def lane_model(lane):
@@ -120,3 +120,19 @@ TEACHER_MODEL = (CFG.get("teacher") or {}).get("model")
 
 def train_data(wildcards):
     return DATA / data_mix.train_file(wildcards.recipe, PLAN.recipes[wildcards.recipe], TEACHER_MODEL)
+
+
+def mix_inputs(wildcards):
+    return {s: DATA / data_mix.source_file(s, TEACHER_MODEL)
+            for s, _ in data_mix.sources(PLAN.recipes[wildcards.recipe])}
+
+
+MIX_RECIPES = [n for n, r in PLAN.recipes.items() if r["step"] in data_mix.TRAIN_STEPS
+               and data_mix.train_file(n, r, TEACHER_MODEL or "").startswith("mix/")]
+
+
+# Conda envs of the three runtimes, for `snakemake --sdm conda` (paths relative to rules/).
+# scripts/setup_envs.sh builds the same runtimes as venvs, which is what the profiles use.
+CONDA_COMPRESS = "../envs/compress.yaml"
+CONDA_SERVE = "../envs/serve-gpu.yaml" if CFG["compute"]["device"] == "cuda" else "../envs/serve-cpu.yaml"
+CONDA_TARGET = CONDA_SERVE if CFG["compute"]["device"] == "cuda" else "../envs/target-cpu.yaml"

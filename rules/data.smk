@@ -11,9 +11,12 @@ rule prepare_data:
     params:
         spec=json.dumps({"data": CFG["data"], "benchmarks": CFG["benchmarks"],
                          "seed": CFG["compute"]["seed"]}, sort_keys=True),
+        cmd=CMD["prepare_data"],
+        data=DATA,
     threads: res("prepare_data", "threads")
     resources: **rule_resources("prepare_data")
+    conda: CONDA_COMPRESS
     log: LOGS / "prepare_data.log"
     benchmark: BENCH / "prepare_data.tsv"
     shell:
-        "{CMD[prepare_data]}.data --spec {params.spec:q} --out {DATA} > {log} 2>&1"
+        "{params.cmd}.data --spec {params.spec:q} --out {params.data} > {log} 2>&1"

@@ -14,14 +14,17 @@ rule evaluate:
     params:
         spec=json.dumps({k: CFG.get(k) for k in ("benchmarks", "serve", "speed", "judge")}, sort_keys=True),
         chain=lambda w: json.dumps(EVAL_LANES[w.lane]),
+        cmd=CMD["evaluate"],
+        data=DATA,
     threads: res("evaluate", "threads")
     # sbatch --exclusive: on SLURM the speed is timed on a node of its own (docs/running.md)
     resources: **rule_resources("evaluate"), slurm_extra="--exclusive"
+    conda: CONDA_SERVE
     log: LOGS / "evaluate" / "{lane}.log"
     benchmark: BENCH / "evaluate" / "{lane}.tsv"
     shell:
-        "{CMD[evaluate]}.evaluate --model {input.model} --lane {wildcards.lane} --chain {params.chain:q} "
-        "--bench-dir {DATA}/bench --spec {params.spec:q} --out {output.metrics} "
+        "{params.cmd}.evaluate --model {input.model} --lane {wildcards.lane} --chain {params.chain:q} "
+        "--bench-dir {params.data}/bench --spec {params.spec:q} --out {output.metrics} "
         "--items {output.details} > {log} 2>&1"
 
 
@@ -35,13 +38,16 @@ rule speed_recheck:
         METRICS / "base.recheck.json",
     params:
         spec=json.dumps({k: CFG.get(k) for k in ("benchmarks", "serve", "speed", "judge")}, sort_keys=True),
+        cmd=CMD["evaluate"],
+        data=DATA,
     threads: res("evaluate", "threads")
     resources: **rule_resources("evaluate"), slurm_extra="--exclusive"
+    conda: CONDA_SERVE
     log: LOGS / "evaluate" / "base.recheck.log"
     benchmark: BENCH / "evaluate" / "base.recheck.tsv"
     shell:
-        "{CMD[evaluate]}.evaluate --model {input.model} --lane base --speed-only "
-        "--bench-dir {DATA}/bench --spec {params.spec:q} --out {output} > {log} 2>&1"
+        "{params.cmd}.evaluate --model {input.model} --lane base --speed-only "
+        "--bench-dir {params.data}/bench --spec {params.spec:q} --out {output} > {log} 2>&1"
 
 
 # Would the deployment target load the lane's model? Its own transformers / compressed-tensors
@@ -54,9 +60,11 @@ rule target_check:
         METRICS / "{lane}.target.json",
     params:
         target=json.dumps(CFG["target"], sort_keys=True),
+        cmd=CMD["target_check"],
     threads: res("target_check", "threads")
     resources: **rule_resources("target_check")
+    conda: CONDA_TARGET
     log: LOGS / "target_check" / "{lane}.log"
     shell:
-        "{CMD[target_check]}.target_check --model {input.model} --target {params.target:q} "
+        "{params.cmd}.target_check --model {input.model} --target {params.target:q} "
         "--out {output} > {log} 2>&1"

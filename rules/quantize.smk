@@ -13,12 +13,14 @@ rule quantize:
     params:
         recipe=recipe_json,
         sensitivity=lambda w, input: f"--sensitivity {input.sensitivity}" if input.sensitivity else "",
+        cmd=CMD["quantize"],
     threads: res("quantize", "threads")
     resources: **rule_resources("quantize")
+    conda: CONDA_COMPRESS
     log: LOGS / "quantize" / "{parent}.{recipe}.log"
     benchmark: BENCH / "quantize" / "{parent}.{recipe}.tsv"
     shell:
-        "{CMD[quantize]}.quantize --model {input.model} --calib {input.calib} --recipe {params.recipe:q} "
+        "{params.cmd}.quantize --model {input.model} --calib {input.calib} --recipe {params.recipe:q} "
         "{params.sensitivity} --out {output} > {log} 2>&1"
 
 
@@ -36,10 +38,12 @@ rule sensitivity:
         recipe=recipes_re("quantize"),
     params:
         recipe=sensitivity_json,
+        cmd=CMD["sensitivity"],
     threads: res("sensitivity", "threads")
     resources: **rule_resources("sensitivity")
+    conda: CONDA_COMPRESS
     log: LOGS / "sensitivity" / "{parent}.{recipe}.log"
     benchmark: BENCH / "sensitivity" / "{parent}.{recipe}.tsv"
     shell:
-        "{CMD[sensitivity]}.sensitivity --model {input.model} --calib {input.calib} --heldout {input.heldout} "
+        "{params.cmd}.sensitivity --model {input.model} --calib {input.calib} --heldout {input.heldout} "
         "--recipe {params.recipe:q} --out {output.json} > {log} 2>&1"

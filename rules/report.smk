@@ -15,12 +15,19 @@ rule summary:
     params:
         lanes=json.dumps(EVAL_LANES),
         spec=json.dumps(REPORT_SPEC, sort_keys=True),
+        cmd=CMD["report"],
+        models=MODELS,
+        results=RESULTS,
+        metrics=METRICS,
+        logs=LOGS,
+        bench=BENCH,
     threads: res("report", "threads")
     resources: **rule_resources("report")
+    conda: CONDA_COMPRESS
     log: LOGS / "summary.log"
     shell:
-        "{CMD[report]}.report --metrics-dir {METRICS} --lanes {params.lanes:q} --spec {params.spec:q} "
-        "--logs-dir {LOGS} --bench-dir {BENCH} --models-dir {MODELS} --out-dir {RESULTS} > {log} 2>&1"
+        "{params.cmd}.report --metrics-dir {params.metrics} --lanes {params.lanes:q} --spec {params.spec:q} "
+        "--logs-dir {params.logs} --bench-dir {params.bench} --models-dir {params.models} --out-dir {params.results} > {log} 2>&1"
 
 
 rule package:
@@ -31,9 +38,12 @@ rule package:
         directory(RESULTS / "submissions"),
     params:
         spec=json.dumps({k: CFG.get(k) for k in ("package", "serve", "target")}, sort_keys=True),
+        cmd=CMD["package"],
+        models=MODELS,
     threads: res("package", "threads")
     resources: **rule_resources("package")
+    conda: CONDA_COMPRESS
     log: LOGS / "package.log"
     shell:
-        "{CMD[package]}.package --summary {input.summary} --models-dir {MODELS} --spec {params.spec:q} "
+        "{params.cmd}.package --summary {input.summary} --models-dir {params.models} --spec {params.spec:q} "
         "--out {output} > {log} 2>&1"

@@ -8,7 +8,6 @@ if TEACHER_MODEL:
     # Where vLLM loads the teacher from: a local copy, this workflow's base model, or the hub id
     # (downloaded on the machine that runs the job; nothing is fetched at parse time).
     TEACHER_LOCAL = TEACHER_CFG.get("local_path") or (str(MODELS / "base") if TEACHER_MODEL == "base" else None)
-    TEACHER_PATH = TEACHER_LOCAL or TEACHER_MODEL
     # Provenance names the model: the base's hub id when the base teaches (the demo base has none).
     TEACHER_ID = (CFG["base"].get("hub_id") or TEACHER_MODEL) if TEACHER_MODEL == "base" else TEACHER_MODEL
     TEACHER_DOCS = (TEACHER_CFG.get("documents") or {}).get("file")
@@ -24,23 +23,19 @@ if TEACHER_MODEL:
         params:
             spec=json.dumps({"teacher": TEACHER_CFG, "serve": CFG["serve"]}, sort_keys=True),
             docs=f"--documents {TEACHER_DOCS}" if TEACHER_DOCS else "",
+            cmd=CMD["teacher_data"],
+            # The model input itself when the teacher is a local folder, else the hub id.
+            teacher_path=lambda w, input: input.model[0] if input.model else TEACHER_MODEL,
+            teacher_id=TEACHER_ID,
         threads: res("teacher_data", "threads")
         resources: **rule_resources("teacher_data")
+        conda: CONDA_SERVE
         log: LOGS / "teacher_data.log"
         benchmark: BENCH / "teacher_data.tsv"
         shell:
-            "{CMD[teacher_data]}.teacher --model {TEACHER_PATH:q} --teacher-id {TEACHER_ID:q} "
+            "{params.cmd}.teacher --model {params.teacher_path:q} --teacher-id {params.teacher_id:q} "
             "--prompts {input.prompts} {params.docs} --spec {params.spec:q} --out {output.data} "
             "--report {output.report} > {log} 2>&1"
-
-
-def mix_inputs(wildcards):
-    return {s: DATA / data_mix.source_file(s, TEACHER_MODEL)
-            for s, _ in data_mix.sources(PLAN.recipes[wildcards.recipe])}
-
-
-MIX_RECIPES = [n for n, r in PLAN.recipes.items() if r["step"] in data_mix.TRAIN_STEPS
-               and data_mix.train_file(n, r, TEACHER_MODEL or "").startswith("mix/")]
 
 
 # A recipe whose data is a weighted list of sources trains on their mix (compress env, seconds).
@@ -54,6 +49,8 @@ rule mix_data:
     params:
         spec=lambda w: json.dumps({"data": PLAN.recipes[w.recipe]["data"], "seed": CFG["compute"]["seed"]}),
         files=lambda w, input: " ".join(f"--{s} {input[s]}" for s in input.keys()),
+        cmd=CMD["mix_data"],
+    conda: CONDA_COMPRESS
     log: LOGS / "mix_data" / "{recipe}.log"
     shell:
-        "{CMD[mix_data]}.data_mix --spec {params.spec:q} {params.files} --out {output} > {log} 2>&1"
+        "{params.cmd}.data_mix --spec {params.spec:q} {params.files} --out {output} > {log} 2>&1"

@@ -11,12 +11,14 @@ rule sft:
         recipe=recipes_re("sft"),
     params:
         recipe=recipe_json,
+        cmd=CMD["sft"],
     threads: res("sft", "threads")
     resources: **rule_resources("sft")
+    conda: CONDA_COMPRESS
     log: LOGS / "sft" / "{parent}.{recipe}.log"
     benchmark: BENCH / "sft" / "{parent}.{recipe}.tsv"
     shell:
-        "{CMD[sft]}.sft --model {input.model} --train {input.train} --val {input.val} "
+        "{params.cmd}.sft --model {input.model} --train {input.train} --val {input.val} "
         "--recipe {params.recipe:q} --out {output} > {log} 2>&1"
 
 
@@ -31,12 +33,14 @@ rule post_sft:
         recipe=recipes_re("post_sft"),
     params:
         recipe=recipe_json,
+        cmd=CMD["post_sft"],
     threads: res("post_sft", "threads")
     resources: **rule_resources("post_sft")
+    conda: CONDA_COMPRESS
     log: LOGS / "post_sft" / "{parent}.{recipe}.log"
     benchmark: BENCH / "post_sft" / "{parent}.{recipe}.tsv"
     shell:
-        "{CMD[post_sft]}.post_sft --model {input.model} --train {input.train} --val {input.val} "
+        "{params.cmd}.post_sft --model {input.model} --train {input.train} --val {input.val} "
         "--recipe {params.recipe:q} --out {output} > {log} 2>&1"
 
 
@@ -50,12 +54,14 @@ rule prune:
         recipe=recipes_re("prune"),
     params:
         recipe=recipe_json,
+        cmd=CMD["prune"],
     threads: res("prune", "threads")
     resources: **rule_resources("prune")
+    conda: CONDA_COMPRESS
     log: LOGS / "prune" / "{parent}.{recipe}.log"
     benchmark: BENCH / "prune" / "{parent}.{recipe}.tsv"
     shell:
-        "{CMD[prune]}.prune --model {input.model} --calib {input.calib} --recipe {params.recipe:q} "
+        "{params.cmd}.prune --model {input.model} --calib {input.calib} --recipe {params.recipe:q} "
         "--out {output} > {log} 2>&1"
 
 
@@ -71,10 +77,12 @@ rule kd:
         recipe=recipes_re("kd"),
     params:
         recipe=recipe_json,
+        cmd=CMD["kd"],
     threads: res("kd", "threads")
     resources: **rule_resources("kd")
+    conda: CONDA_COMPRESS
     log: LOGS / "kd" / "{parent}.{recipe}.log"
     benchmark: BENCH / "kd" / "{parent}.{recipe}.tsv"
     shell:
-        "{CMD[kd]}.kd --student {input.student} --teacher {input.teacher} --train {input.train} "
+        "{params.cmd}.kd --student {input.student} --teacher {input.teacher} --train {input.train} "
         "--val {input.val} --recipe {params.recipe:q} --out {output} > {log} 2>&1"

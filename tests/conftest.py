@@ -13,10 +13,32 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from workflow_scripts import base  # noqa: E402
+from workflow_scripts.demo import model as demo_model  # noqa: E402
+
+# Where the demo config writes (config/demo.yaml `results`): tests that run it look there.
+DEMO_RESULTS = "results/demo"
 
 TINY_ARCH = dict(num_hidden_layers=4, hidden_size=128, intermediate_size=256,
                  num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512)
+
+
+# Each module's tier (pytest.ini); a test may carry its own tier marker instead.
+TIERS = {
+    "unit": ["test_answers", "test_parse_rate", "test_noise", "test_report", "test_config", "test_teacher_filters",
+             "test_models_policy", "test_search_report", "test_gpu_slot"],
+    "model": ["test_base", "test_chat_data", "test_data", "test_quantize", "test_prune", "test_sft",
+              "test_post_sft", "test_kd", "test_sensitivity"],
+    "serve": ["test_evaluate", "test_teacher", "test_target_check", "test_package"],
+    "e2e": ["test_e2e", "test_dag", "test_sweeps"],
+    "slurm": ["test_slurm_profile"],
+}
+TIER_OF = {module: tier for tier, modules in TIERS.items() for module in modules}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if not any(item.get_closest_marker(t) for t in TIERS):
+            item.add_marker(getattr(pytest.mark, TIER_OF.get(item.module.__name__, "e2e")))
 
 
 def _conversations(n, seed):
@@ -50,9 +72,9 @@ def tiny_model_dir(tmp_path_factory, tiny_data_dir):
     out = tmp_path_factory.mktemp("models") / "base"
     texts = [m["content"] for line in open(tiny_data_dir / "sft_train.jsonl")
              for m in json.loads(line)["messages"]]
-    tok = base.train_tokenizer(texts, vocab_size=512)
-    model = base.build_model(tok, TINY_ARCH)
-    base.save(model, tok, out)
+    tok = demo_model.train_tokenizer(texts, vocab_size=512)
+    model = demo_model.build_model(tok, TINY_ARCH)
+    demo_model.save(model, tok, out)
     return out
 
 

@@ -7,7 +7,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from workflow_scripts import base, data, demo_data
+from workflow_scripts import base, data
+from workflow_scripts.demo import data as demo_data
+from workflow_scripts.demo import model as demo_model
 from workflow_scripts.common import StageError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -33,13 +35,13 @@ def small_data(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def tokenizer(small_data):
-    docs, chats = base.training_texts(small_data)
-    return base.train_tokenizer(docs + [m["content"] for c in chats for m in c], 1024, korean_words=True)
+    docs, chats = demo_model.training_texts(small_data)
+    return demo_model.train_tokenizer(docs + [m["content"] for c in chats for m in c], 1024, korean_words=True)
 
 
 def test_demo_model_has_the_configured_exaone_shape(tokenizer):
     arch = DEMO["base"]["demo"]
-    model = base.build_model(tokenizer, arch)
+    model = demo_model.build_model(tokenizer, arch)
     cfg = model.config
     assert type(model).__name__ == "Exaone4ForCausalLM"
     assert cfg.num_hidden_layers == arch["num_hidden_layers"]
@@ -70,7 +72,7 @@ def test_short_training_lowers_the_loss_and_saves_a_loadable_model(small_data, t
             "train_minutes": 1.0, "batch_size": 4, "seq_length": 128, "learning_rate": 3e-3}
     spec = {"base": {"source": "demo", "demo": demo}, "compute": {"device": "cpu", "seed": 42}}
     out = tmp_path / "base"
-    stats = base.build_demo(spec, small_data, out)
+    stats = demo_model.build_demo(spec, small_data, out)
     assert stats["steps"] == 40
     assert stats["loss"] < 0.7 * stats["first_loss"]
 
@@ -88,11 +90,11 @@ def test_short_training_lowers_the_loss_and_saves_a_loadable_model(small_data, t
 def test_training_stops_at_the_time_budget(small_data, tokenizer):
     import time
 
-    model = base.build_model(tokenizer, {**DEMO["base"]["demo"], "num_hidden_layers": 2})
-    docs, chats = base.training_texts(small_data)
-    rows = base.pack(base.encode_examples(tokenizer, docs, chats, 64), 64, tokenizer.pad_token_id)
+    model = demo_model.build_model(tokenizer, {**DEMO["base"]["demo"], "num_hidden_layers": 2})
+    docs, chats = demo_model.training_texts(small_data)
+    rows = demo_model.pack(demo_model.encode_examples(tokenizer, docs, chats, 64), 64, tokenizer.pad_token_id)
     started = time.time()
-    stats = base.train_causal_lm(model, rows, {"train_minutes": 0.03, "max_steps": 10**6, "batch_size": 2},
+    stats = demo_model.train_causal_lm(model, rows, {"train_minutes": 0.03, "max_steps": 10**6, "batch_size": 2},
                                  started=started)
     assert 0 < stats["steps"] < 10**6 and time.time() - started < 10
 

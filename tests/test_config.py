@@ -33,6 +33,8 @@ def test_shipped_configs_are_valid():
         plan = load_plan(cfg, name)
         assert set(plan.lanes) == set(plan.all_lanes)  # the hand-written lanes and the sweeps' lanes
         assert set(lanes_doc()["lanes"]) < set(plan.lanes)
+    smoke = load_plan(yaml.safe_load((REPO / "config" / "smoke_real_shape.yaml").read_text()), "smoke_real_shape.yaml")
+    assert set(smoke.lanes) == {"w4a16", "w8a8_gptq"}
 
 
 def test_seed_lanes_and_int8_lanes_are_declared():
@@ -100,6 +102,11 @@ CASES = {
                               "unknown lane 'nope'"),
     "override of unknown recipe": (bad_config(lambda c: c["recipe_overrides"].update(gptq_w5={"x": 1})),
                                    "recipe_overrides.gptq_w5", "unknown recipe"),
+    "template of another kind": (bad_config(lambda c: c["benchmarks"]["demo_mcqa"].update(prompt_template="longqa_ko")),
+                                 "benchmarks.demo_mcqa.prompt_template", "expected one of ['mcqa_en', 'mcqa_ko']"),
+    "template on mtbench": (bad_config(lambda c: c["benchmarks"]["demo_mtbench"].update(prompt_template="chat")),
+                            "benchmarks.demo_mtbench.prompt_template", "sends its turns unchanged"),
+    "removed key": (bad_config(lambda c: c["compute"].update(dtype="bfloat16")), "compute", "dtype"),
 }
 
 
@@ -120,6 +127,7 @@ def test_prune_that_keeps_the_base_layers_is_rejected(tmp_path):
         load_plan(cfg, "demo.yaml")
 
 
+@pytest.mark.e2e
 def test_snakemake_rejects_bad_config_before_any_job(tmp_path):
     """Through real Snakemake: exit 1, one 'config error' line naming file and key, no traceback."""
     doc = lanes_doc()

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from workflow_scripts import data, demo_data, prompts
+from workflow_scripts import data, prompts
+from workflow_scripts.demo import data as demo_data
 from workflow_scripts.common import StageError
 
 REPO = Path(__file__).resolve().parent.parent

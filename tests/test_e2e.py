@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from conftest import DEMO_RESULTS
 from workflow_scripts.score import score_row
 
 REPO = Path(__file__).resolve().parent.parent
@@ -58,7 +59,7 @@ def first_run(work):
 
 
 def read_summary(work):
-    with open(work / "results" / "summary.csv") as f:
+    with open(work / DEMO_RESULTS / "summary.csv") as f:
         return {row["lane"]: row for row in csv.DictReader(f)}
 
 
@@ -73,15 +74,15 @@ def test_failed_lane_is_reported_and_others_are_intact(work, first_run):
     assert rows["fp8_static"]["status"] == "unsupported"
     for lane in ("w4a16", "w8a8_minmax", "sft"):
         assert rows[lane]["status"] == "ok", rows[lane]
-        assert (work / "results" / "metrics" / f"{lane}.json").exists()
+        assert (work / DEMO_RESULTS / "metrics" / f"{lane}.json").exists()
 
 
 def test_scores_recompute_from_metrics(work, first_run):
     rows = read_summary(work)
     spec = yaml.safe_load((work / "cfg.yaml").read_text())
     spec = {"benchmarks": spec["benchmarks"], "speed": spec["speed"]}
-    metrics = {l: json.loads((work / "results" / "metrics" / f"{l}.json").read_text())
-               for l in rows if (work / "results" / "metrics" / f"{l}.json").exists()}
+    metrics = {l: json.loads((work / DEMO_RESULTS / "metrics" / f"{l}.json").read_text())
+               for l in rows if (work / DEMO_RESULTS / "metrics" / f"{l}.json").exists()}
     base = metrics["base"]
     assert 0 <= base["benchmarks"]["demo_mcqa"]["value"] <= 1
     for lane, m in metrics.items():
@@ -103,13 +104,13 @@ def test_fixed_lane_set_completes_and_packages(work, first_run):
     assert "quantize" not in plan.stdout and "evaluate" not in plan.stdout, plan.stdout
     proc = subprocess.run(snakemake_cmd(work), cwd=work, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    manifest = json.loads((work / "results" / "submissions" / "manifest.json").read_text())
+    manifest = json.loads((work / DEMO_RESULTS / "submissions" / "manifest.json").read_text())
     assert [s["k"] for s in manifest["shipped"]] == [1, 2]
     ranked = sorted((r for r in read_summary(work).values() if r["rank"].isdigit()),
                     key=lambda r: int(r["rank"]))
     assert [s["lane"] for s in manifest["shipped"]] == [r["lane"] for r in ranked[:2]]
     for k in (1, 2):
-        with zipfile.ZipFile(work / "results" / "submissions" / f"submit_top{k}.zip") as z:
+        with zipfile.ZipFile(work / DEMO_RESULTS / "submissions" / f"submit_top{k}.zip") as z:
             names = z.namelist()
         assert "model/config.json" in names
         assert any(n.startswith("model/") and n.endswith(".safetensors") for n in names)
@@ -123,8 +124,8 @@ def test_killed_run_resumes_without_reusing_a_half_written_model(work, first_run
     cfg = yaml.safe_load((work / "cfg.yaml").read_text())
     cfg["recipe_overrides"]["sft"]["max_steps"] = 400  # long enough to be killed mid-way
     (work / "cfg.yaml").write_text(yaml.safe_dump(cfg))
-    target = "results/models/base.sft"
-    log = work / "results" / "logs" / "sft" / "base.sft.log"
+    target = f"{DEMO_RESULTS}/models/base.sft"
+    log = work / DEMO_RESULTS / "logs" / "sft" / "base.sft.log"
     log.unlink()  # the first run's log; wait for this run's job to write its own
     proc = subprocess.Popen(snakemake_cmd(work, target), cwd=work, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
@@ -143,4 +144,4 @@ def test_killed_run_resumes_without_reusing_a_half_written_model(work, first_run
     assert rerun.returncode == 0, rerun.stdout[-2000:] + rerun.stderr[-2000:]
     sft = json.loads((work / target / "sft_metrics.json").read_text())
     assert sft["steps"] == 400
-    assert not list((work / "results" / "models").glob(".base.sft.tmp*"))
+    assert not list((work / DEMO_RESULTS / "models").glob(".base.sft.tmp*"))

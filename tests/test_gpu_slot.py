@@ -9,6 +9,8 @@ import textwrap
 import time
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parent.parent
 WRAP = [sys.executable, "-m", "workflow_scripts.gpu_slot", "--poll", "0.1"]
 
@@ -189,6 +191,7 @@ rule gpu_job:
 """
 
 
+@pytest.mark.e2e
 def test_snakemake_gpu_resource_with_pinned_devices(tmp_path):
     (tmp_path / "Snakefile").write_text(textwrap.dedent(SNAKEFILE.format(py=sys.executable)))
     out = subprocess.run([str(Path(sys.executable).parent / "snakemake"), "--cores", "4",

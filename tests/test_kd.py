@@ -6,7 +6,8 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from conftest import assert_same_tokenizer
-from workflow_scripts import base, kd, prune
+from workflow_scripts import kd, prune
+from workflow_scripts.demo import model as demo_model
 from workflow_scripts.chat_data import chat_dataset, collate
 from workflow_scripts.common import StageError, chat_text, read_jsonl
 
@@ -36,7 +37,7 @@ def teacher_dir(tiny_model_dir, tiny_data_dir, tmp_path_factory):
             opt.step()
             opt.zero_grad()
     out = tmp_path_factory.mktemp("kd") / "teacher"
-    base.save(model.eval(), tok, out)
+    demo_model.save(model.eval(), tok, out)
     return out
 
 
@@ -108,9 +109,9 @@ def test_kl_is_forward_kl_times_t_squared():
 
 def test_different_vocabulary_is_a_stage_error(teacher_dir, tiny_data_dir, tmp_path):
     texts = [m["content"] for r in read_jsonl(tiny_data_dir / "sft_train.jsonl") for m in r["messages"]]
-    tok = base.train_tokenizer(texts, vocab_size=300)
+    tok = demo_model.train_tokenizer(texts, vocab_size=300)
     other = tmp_path / "other"
-    base.save(base.build_model(tok, dict(num_hidden_layers=2, hidden_size=128, intermediate_size=256,
+    demo_model.save(demo_model.build_model(tok, dict(num_hidden_layers=2, hidden_size=128, intermediate_size=256,
                                          num_attention_heads=4, num_key_value_heads=2)), tok, other)
     with pytest.raises(StageError, match="vocabulary"):
         run_kd(other, teacher_dir, tiny_data_dir, tmp_path / "out")

@@ -69,7 +69,7 @@ def _metrics_from_items(path, lane):
     return {"lane": lane, "status": "ok", "reason": None,
             "benchmarks": {"mc": entry, "lq": {"metric": "f1", "value": 0.5, "weight": 1.0},
                            "mt": {"metric": "judge_score", "value": None, "weight": 1.0, "note": "no judge configured"}},
-            "speed": {"server_sec_per_token": 0.004}, "size_bytes": 1, "engine_memory_bytes": 1}
+            "speed": {"server_sec_per_token": 0.004}, "size_bytes": 1}
 
 
 def test_summary_shows_parse_rates_and_flags_a_lane_below_the_base(tmp_path, monkeypatch):

@@ -12,7 +12,8 @@ from conftest import REPO, TINY_ARCH, assert_same_tokenizer
 from safetensors import safe_open
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from workflow_scripts import base, prune
+from workflow_scripts import prune
+from workflow_scripts.demo import model as demo_model
 from workflow_scripts.common import StageError, chat_text, read_jsonl, staged_output
 
 RECIPE = {"keep_layers": 3, "metric": "block_influence", "num_calibration_samples": 16,
@@ -122,7 +123,7 @@ def test_pruned_model_equals_original_with_layers_skipped(pruned, tiny_model_dir
 def test_angular_drops_the_closest_contiguous_block(tiny_model_dir, tiny_data_dir, tmp_path):
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
     six = tmp_path / "six"
-    base.save(base.build_model(tok, dict(TINY_ARCH, num_hidden_layers=6)), tok, six)
+    demo_model.save(demo_model.build_model(tok, dict(TINY_ARCH, num_hidden_layers=6)), tok, six)
     out = tmp_path / "six.prune3"
     assert run(six, tiny_data_dir / "calib.jsonl", dict(RECIPE, metric="angular"), out) == 0
     info = json.loads((out / "prune.json").read_text())

@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from workflow_scripts import base
+from workflow_scripts.demo import model as demo_model
 from workflow_scripts.quantize import quantize
 
 from conftest import REPO, TINY_ARCH, assert_same_tokenizer
@@ -168,7 +168,7 @@ def test_dims_not_divisible_by_group(tmp_path, tiny_model_dir, tiny_data_dir):
 
     tok = AutoTokenizer.from_pretrained(tiny_model_dir, local_files_only=True)
     model_dir, out = tmp_path / "h96", tmp_path / "h96.gptq_w4a16"
-    base.save(base.build_model(tok, dict(TINY_ARCH, hidden_size=96)), tok, model_dir)
+    demo_model.save(demo_model.build_model(tok, dict(TINY_ARCH, hidden_size=96)), tok, model_dir)
     r = run_cli("--model", model_dir, "--calib", tiny_data_dir / "calib.jsonl",
                 "--recipe", json.dumps(RECIPES["w4a16"]), "--out", out)
     assert_one_line_error(r, model_dir, "model.layers.0.self_attn.q_proj", "96", "group size 128")

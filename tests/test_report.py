@@ -21,7 +21,7 @@ def metrics(mcqa, longqa, server, micro=None, status="ok", reason=None, lane="x"
             "mtbench": {"metric": "judge_score", "value": None, "weight": 1.0, "note": "no judge configured"},
         },
         "speed": {"server_sec_per_token": server, "micro_sec_per_token": micro},
-        "size_bytes": 2_500_000, "engine_memory_bytes": 400_000_000,
+        "size_bytes": 2_500_000,
     }
 
 

@@ -11,7 +11,7 @@ from test_dag import planned_outputs, snakemake
 from workflow_scripts.config import ConfigError, load_plan
 from workflow_scripts.sweeps import point_name, slug
 
-from conftest import REPO
+from conftest import DEMO_RESULTS, REPO
 
 K = "keep_unquantized.most_sensitive"
 
@@ -133,24 +133,24 @@ def sweep_workdir(tmp_path, grid):
 
 
 def models(grid):
-    return [f"results/models/base.gptq_w4a16_mixed__k{k}" for k in grid]
+    return [f"{DEMO_RESULTS}/models/base.gptq_w4a16_mixed__k{k}" for k in grid]
 
 
 def test_a_sweep_is_planned_as_lanes(tmp_path):
     out = snakemake(*sweep_workdir(tmp_path, [1, 2, 3, 4]), "-n")
     planned = planned_outputs(out)
     for k in (1, 2, 3, 4):
-        assert f"results/metrics/w4a16_mixed__k{k}.json" in planned
-    assert planned.count("results/analysis/base.gptq_w4a16.sensitivity.json") == 1  # shared by all four
+        assert f"{DEMO_RESULTS}/metrics/w4a16_mixed__k{k}.json" in planned
+    assert planned.count(f"{DEMO_RESULTS}/analysis/base.gptq_w4a16.sensitivity.json") == 1  # shared by all four
 
 
 def test_editing_a_grid_value_rebuilds_only_its_lane(tmp_path):
     common = sweep_workdir(tmp_path, [1, 2])
     snakemake(*common, *models([1, 2]))
-    info = yaml.safe_load((tmp_path / "results/models/base.gptq_w4a16_mixed__k2/quantize.json").read_text())
+    info = yaml.safe_load((tmp_path / f"{DEMO_RESULTS}/models/base.gptq_w4a16_mixed__k2/quantize.json").read_text())
     assert len(info["kept_layers"]) == 2
     assert planned_outputs(snakemake(*common, "-n", *models([1, 2]))) == []
 
     common = sweep_workdir(tmp_path, [1, 3])  # one grid value edited: 2 -> 3
     out = snakemake(*common, "-n", *models([1, 3]))
-    assert planned_outputs(out) == ["results/models/base.gptq_w4a16_mixed__k3"], out
+    assert planned_outputs(out) == [f"{DEMO_RESULTS}/models/base.gptq_w4a16_mixed__k3"], out

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from conftest import DEMO_RESULTS
 from workflow_scripts import data_mix, report
 from workflow_scripts.config import ConfigError, load_plan
 
@@ -78,11 +79,11 @@ def test_only_teacher_recipes_depend_on_the_teacher_file():
                           cwd=REPO, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-2000:]
     jobs = re.findall(r"rule (\w+):\n    input: (.*)\n    output: (.*)\n", proc.stdout)
-    readers = sorted(out for _, inp, out in jobs if "results/data/teacher/base.jsonl" in inp)
-    assert readers == ["results/models/base.prune28.tkd", "results/models/base.tsft"]
+    readers = sorted(out for _, inp, out in jobs if f"{DEMO_RESULTS}/data/teacher/base.jsonl" in inp)
+    assert readers == [f"{DEMO_RESULTS}/models/base.prune28.tkd", f"{DEMO_RESULTS}/models/base.tsft"]
     (teacher,) = [(inp, out) for rule, inp, out in jobs if rule == "teacher_data"]
-    assert teacher[1] == "results/data/teacher/base.jsonl, results/data/teacher/base.report.json"
-    assert "results/models/base" in teacher[0] and "results/data/corpus.txt" in teacher[0]
+    assert teacher[1] == f"{DEMO_RESULTS}/data/teacher/base.jsonl, {DEMO_RESULTS}/data/teacher/base.report.json"
+    assert f"{DEMO_RESULTS}/models/base" in teacher[0] and f"{DEMO_RESULTS}/data/corpus.txt" in teacher[0]
 
 
 # --- summary: before/after of each training step -------------------------------------------------

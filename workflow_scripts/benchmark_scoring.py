@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from workflow_scripts import answers
 
+# What each benchmark kind is scored by (the metrics JSON names it).
+METRIC_OF_KIND = {"mcqa": "accuracy", "longqa": "f1", "mtbench": "judge_score"}
+
 
 def score_rows(spec, items, rows, ratings=None, judge_note=None):
     """Completes the per-item rows with parsed/gold/correct|score; returns the benchmark's
     entry: accuracy or mean F1 over items, or the mean judge rating over turns (null when there
     is no judge, with the note saying why)."""
     by_id = {str(it["id"]): it for it in items}
-    entry = {"metric": spec.get("metric"), "value": None, "n": len(items), "weight": spec.get("weight", 1.0)}
+    entry = {"metric": METRIC_OF_KIND[spec["kind"]], "value": None, "n": len(items), "weight": spec.get("weight", 1.0)}
     for row in rows:
         item = by_id[str(row["id"])]
         if spec["kind"] == "mcqa":

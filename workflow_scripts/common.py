@@ -256,6 +256,14 @@ def copy_tokenizer(src, dst):
         shutil.copyfile(p, Path(dst) / p.name)
 
 
+def write_model_dir(out, fill):
+    """fill(tmp) writes a model folder that replaces `out` only once it is complete
+    (common.staged_output), so an interrupted run leaves no half-written model."""
+    with staged_output(out) as tmp:
+        fill(tmp)
+        check_model_dir(tmp)
+
+
 def save_model(model, parent, out, extra: dict):
     """Model weights (safetensors) + the parent folder's tokenizer files, unchanged +
     {file name: JSON object}, written atomically."""

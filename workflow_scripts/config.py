@@ -16,27 +16,14 @@ from pathlib import Path
 import jsonschema
 import yaml
 
+from workflow_scripts.steps import STEP_CHOICES, STEP_REQUIRED
+
 from workflow_scripts import data_mix
 
 REPO = Path(__file__).resolve().parent.parent
 SCHEMAS = REPO / "config" / "schemas"
 BASE = "base"  # the chain of no steps, and the reserved lane name of the base model
 
-# What each step kind needs in its recipe, and the values some keys may take.
-STEP_REQUIRED = {
-    "quantize": ["scheme", "method"],
-    "sft": ["lora_r", "lora_alpha", "target_modules", "learning_rate", "max_steps"],
-    "post_sft": ["learning_rate", "max_steps"],
-    "prune": ["keep_layers"],
-    "kd": ["temperature", "kl_weight", "ce_weight", "learning_rate", "max_steps"],
-}
-STEP_CHOICES = {
-    ("quantize", "scheme"): ["W4A16", "W8A16", "W8A8", "FP8", "FP8_DYNAMIC"],
-    ("quantize", "method"): ["gptq", "minmax"],
-    ("prune", "metric"): ["block_influence", "angular"],
-}
-# Schemes whose activations are static and need calibration data (FP8_DYNAMIC needs none).
-UNCALIBRATED_SCHEMES = {"FP8_DYNAMIC"}
 # Prepared files a quantize recipe's calibration_mix may draw from (results/data/<file>).
 CALIB_SOURCES = {"calib": "calib.jsonl", "sft_train": "sft_train.jsonl", "corpus": "corpus.txt"}
 
@@ -224,6 +211,21 @@ def base_layers(config):
     return KNOWN_BASE_LAYERS.get(base.get("hub_id"))
 
 
+def _check_prompt_template(config_file, name, bench):
+    """mcqa/longqa prompts are built from a template of prompts.py; mtbench sends its turns as
+    they are, so a template there would do nothing."""
+    from workflow_scripts.prompts import TEMPLATES
+
+    template, key = bench.get("prompt_template"), f"benchmarks.{name}.prompt_template"
+    if bench["kind"] == "mtbench":
+        if template is not None:
+            raise ConfigError(config_file, key, "an mtbench benchmark sends its turns unchanged: remove the key")
+        return
+    kinds = sorted(t for t in TEMPLATES if t.startswith(bench["kind"]))
+    if template not in kinds:
+        raise ConfigError(config_file, key, f"expected one of {kinds} for a {bench['kind']} benchmark, got {template!r}")
+
+
 def _check_benchmarks(config_file, config):
     data = config["data"]
     if data["sft"]["dataset"] == "demo" and not data.get("generate_demo"):
@@ -243,6 +245,7 @@ def _check_benchmarks(config_file, config):
             raise ConfigError(config_file, f"benchmarks.{name}.local_file", f"file {local} does not exist")
         if bench["kind"] == "longqa" and "context_tokens" not in bench:
             raise ConfigError(config_file, f"benchmarks.{name}.context_tokens", "required for a longqa benchmark")
+        _check_prompt_template(config_file, name, bench)
     base = config["base"]
     if base["source"] == "demo" and "demo" not in base:
         raise ConfigError(config_file, "base.demo", "required when base.source is 'demo'")
@@ -349,12 +352,16 @@ def main(argv=None):
     ap.add_argument("configfile")
     args = ap.parse_args(argv)
     try:
-        plan = load_plan(yaml.safe_load(Path(args.configfile).read_text()), args.configfile)
+        try:
+            doc = yaml.safe_load(Path(args.configfile).read_text())
+        except (OSError, yaml.YAMLError) as e:
+            raise ConfigError(args.configfile, "(yaml)", f"not readable YAML: {str(e).splitlines()[0]}") from None
+        plan = load_plan(doc, args.configfile)
     except ConfigError as e:
         print(f"config error: {e}", file=sys.stderr)
         return 1
     for lane, chain in plan.lanes.items():
-        print(f"{lane:22s} results/models/{chain_dir(chain)}")
+        print(f"{lane:22s} {Path(plan.config['results']) / 'models' / chain_dir(chain)}")
     return 0
 
 

@@ -16,7 +16,7 @@ import random
 import tempfile
 from pathlib import Path
 
-from workflow_scripts import demo_data
+from workflow_scripts.demo import data as demo_data
 from workflow_scripts.common import SEED, AtomicWriter, StageError, first_line, parse_recipe, run_cli
 
 # Builders of datasets.load_dataset for local files, by suffix.

@@ -6,8 +6,7 @@ free memory between engines). Run by workflow_scripts.evaluate, in the serve env
     <serve python> -m workflow_scripts.eval_worker judge --model DIR --spec JSON --in FILE --state FILE --out FILE
 
 generate: every benchmark's generations once (the answers, and the engine's warm-up), then the
-timed section speed.repeats times (the same generations, then the micro-benchmark), with the
-serve processes' memory. judge: a 1-10 rating per (conversation, turn). --state says "started"
+timed section speed.repeats times (the same generations, then the micro-benchmark). judge: a 1-10 rating per (conversation, turn). --state says "started"
 once the engine is up, so the caller can tell a model vLLM cannot load from a later crash.
 """
 from __future__ import annotations
@@ -15,15 +14,12 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import time
 from pathlib import Path
 
 from workflow_scripts import answers, prompts, vllm_cpu
-from workflow_scripts.common import SEED, StageError, read_jsonl, run_cli, write_json
+from workflow_scripts.common import StageError, read_jsonl, run_cli, write_json
 
-SERVE_DEFAULTS = {"max_model_len": 4096, "gpu_memory_utilization": 0.85, "kv_cache_space_gib": None,
-                  "seed": SEED, "enforce_eager": False}
 KINDS = ("mcqa", "longqa", "mtbench")
 JUDGE_MAX_NEW_TOKENS = 512
 SPEED_TEXT = ("속도 측정을 위한 고정된 문장입니다. 서울은 대한민국의 수도이고 부산은 항구 도시입니다. "
@@ -37,7 +33,12 @@ def detect_device() -> str:
 # --- spec and benchmark inputs ----------------------------------------------------------------
 
 def serve_settings(spec: dict) -> dict:
-    return {**SERVE_DEFAULTS, **{k: v for k, v in (spec.get("serve") or {}).items() if v is not None}}
+    """Config `serve`, every key present: validation filled the schema's defaults (their one home)."""
+    serve = spec.get("serve") or {}
+    missing = [k for k in ("max_model_len", "gpu_memory_utilization", "seed", "enforce_eager") if k not in serve]
+    if missing:
+        raise StageError(f"--spec: serve.{missing[0]} is missing (pass the validated config's serve section)")
+    return dict(serve)
 
 
 def effective_max_model_len(model, serve: dict) -> int:
@@ -178,54 +179,7 @@ def micro_benchmark(llm, tok, speed, seed):
     return runs
 
 
-class MemoryPeak:
-    """Memory of the serve processes (this one and the engine's children), sampled after each
-    step; the peak is kept. CPU: the sum of PSS over the process tree (RSS would count shared
-    libraries once per process). CUDA: GPU memory used by the tree (nvidia-smi), else in use on
-    the device."""
-
-    def __init__(self, device):
-        self.device, self.peak = device, 0
-
-    def sample(self):
-        import psutil
-
-        me = psutil.Process()
-        procs = [me] + me.children(recursive=True)
-        now = self._gpu({p.pid for p in procs}) if self.device == "cuda" else self._pss(procs)
-        self.peak = max(self.peak, now or 0)
-
-    @staticmethod
-    def _pss(procs):
-        import psutil
-
-        total = 0
-        for p in procs:
-            try:
-                info = p.memory_full_info()
-                total += getattr(info, "pss", info.rss)
-            except (psutil.Error, OSError):
-                pass
-        return total
-
-    @staticmethod
-    def _gpu(pids):
-        try:
-            out = subprocess.run(["nvidia-smi", "--query-compute-apps=pid,used_memory",
-                                  "--format=csv,noheader,nounits"], capture_output=True, text=True, timeout=30).stdout
-            used = [int(mem) for pid, mem in (line.split(",") for line in out.strip().splitlines())
-                    if int(pid) in pids]
-            if used:
-                return sum(used) * 2**20
-        except (OSError, ValueError, subprocess.SubprocessError):
-            pass
-        import torch  # pids not visible (containers): what is in use on the device
-
-        free, total = torch.cuda.mem_get_info()
-        return total - free
-
-
-def benchmark_pass(llm, tok, benches, max_len, seed, memory):
+def benchmark_pass(llm, tok, benches, max_len, seed):
     """Every benchmark's generations once: (rows, seconds spent in generate calls)."""
     rows, seconds = [], 0.0
     for name, (bspec, items) in benches.items():
@@ -233,13 +187,12 @@ def benchmark_pass(llm, tok, benches, max_len, seed, memory):
         bench_rows, secs = run_benchmark(llm, tok, name, bspec, items, max_len, seed)
         rows += bench_rows
         seconds += secs
-        memory.sample()
     return rows, seconds
 
 
 def worker_generate(args) -> int:
     spec = json.loads(args.spec)
-    serve, device = serve_settings(spec), detect_device()
+    serve = serve_settings(spec)
     benches = load_benchmarks(args.bench_dir, spec["benchmarks"])
     state = Path(args.state)
     state.write_text("starting")
@@ -250,19 +203,16 @@ def worker_generate(args) -> int:
     print(f"engine started in {engine_seconds:.1f} s", flush=True)
 
     tok, max_len, seed = llm.get_tokenizer(), effective_max_model_len(args.model, serve), serve["seed"]
-    memory = MemoryPeak(device)
-    memory.sample()
     # The first pass answers the benchmarks and warms the engine up; the timed section (the same
     # generations, then the micro-benchmark) is repeated so that one slow moment is not the Score.
-    rows, warmup_seconds = benchmark_pass(llm, tok, benches, max_len, seed, memory)
+    rows, warmup_seconds = benchmark_pass(llm, tok, benches, max_len, seed)
     server = []
     for i in range(spec["speed"]["repeats"]):
         print(f"timed pass {i + 1}/{spec['speed']['repeats']}", flush=True)
-        timed_rows, seconds = benchmark_pass(llm, tok, benches, max_len, seed, memory)
+        timed_rows, seconds = benchmark_pass(llm, tok, benches, max_len, seed)
         tokens = sum(r["tokens"] for r in timed_rows)
         server.append(seconds / tokens if tokens else None)
     micro = micro_benchmark(llm, tok, spec["speed"], seed)
-    memory.sample()
     tokens = sum(r["tokens"] for r in rows)
     server = [s for s in server if s]
     write_json(args.out, {
@@ -272,7 +222,6 @@ def worker_generate(args) -> int:
                   "warmup_server_sec_per_token": warmup_seconds / tokens if tokens else None,
                   "generated_tokens": tokens,
                   "micro_sec_per_token": statistics.median(micro), "micro_runs_sec_per_token": micro},
-        "engine_memory_bytes": memory.peak,
         "runtime": {"dtype": str(llm.model_config.dtype).replace("torch.", ""),
                     "engine_start_seconds": round(engine_seconds, 2), "max_model_len": max_len,
                     "enforce_eager": bool(serve["enforce_eager"])},

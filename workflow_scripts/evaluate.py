@@ -31,7 +31,7 @@ import tempfile
 from collections import deque
 from pathlib import Path
 
-from workflow_scripts.benchmark_scoring import score_rows
+from workflow_scripts.benchmark_scoring import METRIC_OF_KIND, score_rows
 from workflow_scripts.common import StageError, check_model_dir, root_cause, run_cli, write_json, write_jsonl
 from workflow_scripts.eval_worker import detect_device, effective_max_model_len, load_benchmarks, serve_settings
 from workflow_scripts.serve_formats import quant_summary, unsupported_reason
@@ -105,14 +105,14 @@ def judge_mtbench(spec, mt_rows, benches, work):
 def skeleton(args, chain, config, device):
     return {"lane": args.lane, "chain": chain, "model_dir": str(args.model), "status": "ok", "reason": None,
             "benchmarks": {}, "speed": None, "size_bytes": folder_bytes(args.model),
-            "engine_memory_bytes": None, "quantization": quant_summary(config),
+            "quantization": quant_summary(config),
             "runtime": {"vllm": vllm_version(), "device": device}}
 
 
 def not_evaluated(metrics, benches, status, reason, args):
     """Metrics of a model that was not evaluated: every benchmark null, the reason in one line."""
     metrics.update(status=status, reason=reason)
-    metrics["benchmarks"] = {name: {"metric": s.get("metric"), "value": None, "n": 0,
+    metrics["benchmarks"] = {name: {"metric": METRIC_OF_KIND[s["kind"]], "value": None, "n": 0,
                                     "weight": s.get("weight", 1.0), "note": f"not evaluated ({status})"}
                              for name, (s, _) in benches.items()}
     write_json(args.out, metrics)
@@ -161,7 +161,7 @@ def evaluate(args) -> int:
 
     for name, (bspec, items) in benches.items():
         metrics["benchmarks"][name] = score_rows(bspec, items, rows_by_bench[name], ratings, judge_note)
-    metrics.update(speed=gen["speed"], engine_memory_bytes=gen["engine_memory_bytes"])
+    metrics.update(speed=gen["speed"])
     metrics["runtime"].update(gen["runtime"])
     if args.items:
         write_jsonl(args.items, gen["rows"])

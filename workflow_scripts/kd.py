@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from workflow_scripts.chat_data import IGNORE
 from workflow_scripts.common import (
+    SEED,
     StageError,
     check_full_precision,
     device_and_dtype,
@@ -31,9 +32,9 @@ from workflow_scripts.common import (
     set_seed,
     stage_args,
 )
+from workflow_scripts.steps import STEP_REQUIRED
 from workflow_scripts.training import chat_sets, eval_batches, fit
 
-REQUIRED = ["temperature", "kl_weight", "ce_weight", "learning_rate", "max_steps"]
 DEFAULT_BATCH = 8
 DEFAULT_SEQ_LEN = 2048
 
@@ -47,7 +48,7 @@ def parse_args(argv):
 
 
 def check_recipe(text) -> dict:
-    recipe = parse_recipe(text, REQUIRED, "kd")
+    recipe = parse_recipe(text, STEP_REQUIRED["kd"], "kd")
     if float(recipe["temperature"]) <= 0:
         raise StageError(f"kd recipe: temperature must be > 0, got {recipe['temperature']}")
     return recipe
@@ -152,7 +153,7 @@ def val_metrics(student, teacher, tok, dataset, batch_size) -> dict:
 
 def distil(student_dir, teacher_dir, train_path, val_path, recipe, out) -> dict:
     """Distil `teacher_dir` into `student_dir`, written to `out`. Returns kd_metrics.json."""
-    set_seed()
+    set_seed(recipe.get("seed", SEED))
     student, teacher, tok = load_pair(student_dir, teacher_dir)
     max_len = int(recipe.get("max_seq_length", DEFAULT_SEQ_LEN))
     batch = int(recipe.get("batch_size", DEFAULT_BATCH))

@@ -18,12 +18,13 @@ import shutil
 from pathlib import Path
 
 from workflow_scripts.common import (
+    SEED,
     StageError, check_model_dir, limit_threads, load_model, parse_recipe, run_cli, set_seed,
     stage_args, staged_output, write_json,
 )
+from workflow_scripts.steps import STEP_REQUIRED
 from workflow_scripts.training import train_with_val_loss
 
-REQUIRED = ["learning_rate", "max_steps"]
 
 
 def parse_args(argv):
@@ -105,9 +106,9 @@ def rewrite_tensors(files, new: dict):
 
 def main(argv) -> int:
     args = parse_args(argv)
-    recipe = parse_recipe(args.recipe, REQUIRED, "post_sft")
+    recipe = parse_recipe(args.recipe, STEP_REQUIRED["post_sft"], "post_sft")
     files = check_quantized(args.model)
-    set_seed()
+    set_seed(recipe.get("seed", SEED))
     limit_threads()
 
     model, tok = load_dequantized(args.model)

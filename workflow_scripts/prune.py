@@ -24,6 +24,7 @@ import time
 
 from workflow_scripts.chat_data import calibration_set
 from workflow_scripts.common import (
+    SEED,
     StageError,
     check_full_precision,
     limit_threads,
@@ -34,8 +35,9 @@ from workflow_scripts.common import (
     set_seed,
     stage_args,
 )
+from workflow_scripts.steps import STEP_CHOICES, STEP_REQUIRED
 
-METRICS = ["block_influence", "angular"]
+METRICS = STEP_CHOICES[("prune", "metric")]
 DEFAULT_SAMPLES = 128
 DEFAULT_SEQ_LEN = 1024
 DEFAULT_BATCH = 8
@@ -48,7 +50,7 @@ def parse_args(argv):
 
 
 def check_recipe(text) -> dict:
-    recipe = parse_recipe(text, ["keep_layers"], "prune")
+    recipe = parse_recipe(text, STEP_REQUIRED["prune"], "prune")
     if not isinstance(recipe["keep_layers"], int):
         raise StageError(f"recipe keep_layers must be an integer, got {recipe['keep_layers']!r}")
     if recipe.get("metric", "block_influence") not in METRICS:
@@ -154,7 +156,7 @@ def prune(model_dir, calib_path, recipe, out):
     n_layers = check_prunable(model_dir, keep)
     metric = recipe.get("metric", "block_influence")
     n_drop = n_layers - keep
-    set_seed()
+    set_seed(recipe.get("seed", SEED))
     t0 = time.time()
     model, tok = load_model(model_dir)
     model.eval()

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from workflow_scripts.chat_data import calibration_set
 from workflow_scripts.common import (
+    SEED,
     StageError,
     check_full_precision,
     copy_tokenizer,
@@ -35,9 +36,9 @@ from workflow_scripts.common import (
     staged_output,
     write_json,
 )
+from workflow_scripts.steps import STEP_CHOICES
 
-SCHEMES = ["W4A16", "W8A16", "W8A8", "FP8", "FP8_DYNAMIC"]
-METHODS = ["gptq", "minmax"]
+SCHEMES, METHODS = STEP_CHOICES[("quantize", "scheme")], STEP_CHOICES[("quantize", "method")]
 IGNORE = ["lm_head"]  # tied to embed_tokens on EXAONE; vLLM expects it in full precision
 NEEDS_CALIBRATION = {"W4A16", "W8A16", "W8A8", "FP8"}  # FP8_DYNAMIC is data-free
 DEFAULT_SAMPLES = 256
@@ -139,7 +140,7 @@ def quantize(model_dir, calib_path, recipe, out, sensitivity=None):
     check_full_precision(model_dir, "quantization needs full-precision weights")
     from llmcompressor import oneshot  # slow import: only once the input looks right
 
-    set_seed()
+    set_seed(recipe.get("seed", SEED))
     _, dtype = device_and_dtype()
     # Loaded on CPU: llmcompressor's sequential pipeline moves one layer at a time to the GPU.
     model, tok = load_model(model_dir, dtype=dtype, device="cpu")

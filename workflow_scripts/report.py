@@ -32,7 +32,7 @@ COST_COLUMNS = ["build_seconds", "cpu_seconds", "peak_rss_MB"]
 def columns(benchmarks, parse_rates=()):
     return (["rank", "lane", "chain", "model", "status", "target", "reason", *benchmarks, *parse_rates, "parse_flag",
              "Perf", "PerfNorm", "server_sec_per_token", "micro_sec_per_token", "SpeedNorm", "Score",
-             "Score_low", "Score_high", "tied_with", "size_MB", "engine_memory_MB", *COST_COLUMNS, "training", "log"])
+             "Score_low", "Score_high", "tied_with", "size_MB", *COST_COLUMNS, "training", "log"])
 
 
 # --- where a lane's jobs left their traces ------------------------------------------------
@@ -245,7 +245,6 @@ def lane_row(lane, chain, metrics, read_error, base_metrics, spec, metrics_dir, 
     row["server_sec_per_token"] = _float(speed.get("server_sec_per_token"))
     row["micro_sec_per_token"] = _float(speed.get("micro_sec_per_token"))
     row["size_MB"] = _mb(metrics.get("size_bytes"))
-    row["engine_memory_MB"] = _mb(metrics.get("engine_memory_bytes"))
     if row["status"] != "ok":
         return row  # an unsupported or failed lane has no Score
 
@@ -465,7 +464,7 @@ def write_md(path, rows, benchmarks, metrics_by_lane, spec, metrics_dir="results
     md_cols = ["rank", "lane", "chain", "status", "target", *benchmarks, *parse_rate_columns(spec.get("benchmarks")),
                "Perf", "PerfNorm",
                "server_sec_per_token", "micro_sec_per_token", "SpeedNorm", "Score", "Score_range", "tied_with",
-               "size_MB", "engine_memory_MB", *COST_COLUMNS, "training"]
+               "size_MB", *COST_COLUMNS, "training"]
     lines = [
         "# Compression lanes, ranked by Score",
         "",

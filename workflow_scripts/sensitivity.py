@@ -23,6 +23,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from workflow_scripts.common import (
+    SEED,
     AtomicWriter,
     StageError,
     device_and_dtype,
@@ -119,7 +120,7 @@ def measure(model_dir, calib_paths, heldout, params) -> dict:
 
     recipe = check_recipe(json.dumps(params["recipe"]))
     how = params.get("measure") or {}
-    set_seed()
+    set_seed(params.get("seed", SEED))
     device, dtype = device_and_dtype()
     parent, tok = load_model(model_dir, dtype=dtype, device=device)
     parent.eval()

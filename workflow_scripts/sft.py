@@ -13,12 +13,13 @@ A quantized input is refused: norms-only training of a quantized model is post_s
 from __future__ import annotations
 
 from workflow_scripts.common import (
+    SEED,
     StageError, check_full_precision, limit_threads, load_model, parse_recipe, run_cli, save_model,
     set_seed, stage_args,
 )
+from workflow_scripts.steps import STEP_REQUIRED
 from workflow_scripts.training import train_with_val_loss
 
-REQUIRED = ["lora_r", "lora_alpha", "target_modules", "learning_rate", "max_steps"]
 
 
 def parse_args(argv):
@@ -61,10 +62,10 @@ def parent_dtype(config: dict):
 
 def main(argv) -> int:
     args = parse_args(argv)
-    recipe = parse_recipe(args.recipe, REQUIRED, "sft")
+    recipe = parse_recipe(args.recipe, STEP_REQUIRED["sft"], "sft")
     config = check_full_precision(args.model, "LoRA SFT needs full-precision weights "
                                                "(post_sft trains the norms of a quantized model)")
-    set_seed()
+    set_seed(recipe.get("seed", SEED))
     limit_threads()
 
     model, tok = load_model(args.model)

@@ -69,8 +69,8 @@ def training_arguments(workdir, recipe, **overrides):
     steps = int(recipe.get("max_steps", -1) or -1)
     kwargs = dict(
         output_dir=str(workdir),
-        seed=SEED,
-        data_seed=SEED,
+        seed=int(recipe.get("seed", SEED)),
+        data_seed=int(recipe.get("seed", SEED)),
         learning_rate=float(recipe["learning_rate"]),
         num_train_epochs=float(recipe.get("epochs", 1)),
         max_steps=steps,

@@ -15,7 +15,7 @@ demo MCQA measures whether a model still recalls each fact's answer from a new w
 memorisation test, which is what a 1M-parameter model can learn in 3 CPU minutes (matching a
 recalled value to a shuffled option letter it does not learn in that budget).
 
-    python -m workflow_scripts.demo_data --out results/data/demo_raw
+    python -m workflow_scripts.demo.data --out results/data/demo_raw
 """
 from __future__ import annotations
 
