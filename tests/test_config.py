@@ -145,3 +145,4 @@ def test_snakemake_rejects_bad_config_before_any_job(tmp_path):
                       f"expected one of {sorted(doc['recipes'])}"]
     assert "Traceback" not in out
     assert not (tmp_path / "results").exists()
+

@@ -80,3 +80,13 @@ def test_editing_a_recipe_reruns_only_its_lanes(built_workdir):
     out = snakemake(*common, "-n", *targets)
     assert sorted(planned_outputs(out)) == [f"{DEMO_RESULTS}/models/base.gptq_w4a16",
                                             f"{DEMO_RESULTS}/models/base.gptq_w4a16.postsft"], out
+
+
+def test_cpu_timed_sections_run_alone_in_the_demo():
+    """A timed section must have the machine to itself: every job of the demo that times
+    generation (evaluate, and the base's speed_recheck) takes all the cores the profile gives."""
+    cores = yaml.safe_load((REPO / "profiles" / "demo" / "config.yaml").read_text())["cores"]
+    out = snakemake("-n", "--forceall", "--profile", "profiles/demo")
+    jobs = re.findall(r"rule (\w+):\n(?:    .*\n)*?    threads: (\d+)", out)
+    timed = [int(t) for rule, t in jobs if rule in ("evaluate", "speed_recheck")]
+    assert len(timed) > 2 and set(timed) == {cores}, jobs
