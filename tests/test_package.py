@@ -27,7 +27,7 @@ def spec(top_k=3, max_zip_gb=10, max_unpacked_gb=32):
     return {"package": {"top_k": top_k},
             "target": {**TARGET, "max_zip_gb": max_zip_gb, "max_unpacked_gb": max_unpacked_gb},
             "serve": {"python": ".venv-serve/bin/python", "max_model_len": 1024,
-                      "gpu_memory_utilization": 0.05, "kv_cache_space_gib": 1, "seed": 42}}
+                      "gpu_memory_utilization": 0.05, "kv_cache_space_gib": 1, "seed": 42, "enforce_eager": True}}
 
 
 def write_summary(path, lanes):

@@ -29,8 +29,8 @@ def work(tmp_path_factory):
     targets = [f"{RESULTS}/metrics/{lane}{suffix}" for lane in LANES for suffix in (".json", ".target.json")]
     targets.append(f"{RESULTS}/models/base.prune26")
     proc = subprocess.run([sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
-                           "--directory", str(work), "--configfile", str(CONFIG), "--cores", "2",
-                           "--resources", "gpu=1", *targets], capture_output=True, text=True)
+                           "--directory", str(work), "--configfile", str(CONFIG), "--resources", "gpu=1",
+                           "--cores", "2", *targets], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return work / RESULTS
 

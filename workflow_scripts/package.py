@@ -40,7 +40,7 @@ import zipfile
 from pathlib import Path
 
 from workflow_scripts import vllm_cpu
-from workflow_scripts.common import TOKENIZER_FILES, StageError, root_cause, run_cli
+from workflow_scripts.common import TOKENIZER_FILES, StageError, check_model_dir, root_cause, run_cli
 
 REPO = Path(__file__).resolve().parent.parent
 GB = 1e9
@@ -185,21 +185,17 @@ def serve_runtime(spec):
 
 def serve_check(model_dir, spec):
     """Serve env: start vLLM on the model, generate a few tokens from a chat prompt. 0 = ok."""
+    from workflow_scripts.eval_worker import effective_max_model_len, serve_settings
+
     model_dir = Path(model_dir)
-    serve = (spec or {}).get("serve") or {}
+    check_model_dir(model_dir)
+    serve = serve_settings(spec or {})  # the validated config's values: no defaults of our own
     vllm_cpu.configure(serve)
-    try:
-        config = json.loads((model_dir / "config.json").read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise StageError(f"model {model_dir}: config.json is unreadable ({e})") from None
     from vllm import LLM, SamplingParams
 
-    # A check, not a benchmark: the configured context, capped at what the model supports.
-    max_len = min(int(serve.get("max_model_len") or 2048),
-                  int(config.get("max_position_embeddings") or 2048))
-    llm = LLM(model=str(model_dir), max_model_len=max_len, enforce_eager=True,
-              gpu_memory_utilization=float(serve.get("gpu_memory_utilization") or 0.5),
-              seed=int(serve.get("seed") or 42))
+    # A check, not a benchmark: eager (no graph capture), the context capped at the model's.
+    llm = LLM(model=str(model_dir), max_model_len=effective_max_model_len(model_dir, serve), enforce_eager=True,
+              gpu_memory_utilization=serve["gpu_memory_utilization"], seed=serve["seed"])
     out = llm.chat([{"role": "user", "content": SERVE_CHECK_PROMPT}],
                    SamplingParams(max_tokens=8, temperature=0.0), use_tqdm=False)
     generated = out[0].outputs[0]
