@@ -40,7 +40,8 @@ def dry_run_jobs(*extra):
     return jobs
 
 
-CONFIG_KEY = {"summary": "report"}  # rules whose resources live under another name
+CONFIG_KEY = {"summary": "report", "speed_recheck": "evaluate"}  # resources under another rule's name
+TIMED = {"evaluate", "speed_recheck"}  # on a node of their own (sbatch --exclusive)
 
 
 def test_profile_is_a_slurm_profile():
@@ -61,7 +62,7 @@ def test_demo_dry_run_carries_the_configured_resources():
         # The rule's own values reach sbatch (--mem, -t); the profile's defaults do not win.
         assert int(res["mem_mb"]) == want["mem_mb"], (rule, res)
         assert int(res["runtime"]) == want["runtime"], (rule, res)
-        assert res.get("slurm_extra") == ("--exclusive" if rule == "evaluate" else None)
+        assert res.get("slurm_extra") == ("--exclusive" if rule in TIMED else None), (rule, res)
 
 
 def test_real_config_asks_one_gpu_per_gpu_job():
