@@ -19,6 +19,36 @@ def test_lane_interval_is_its_runs_widened_by_the_floor():
     assert noise.lane_interval([], 0.1) is None
 
 
+def test_min_statistic_reads_the_fastest_run_and_its_reproducibility_is_the_floor():
+    # Slow runs are interruptions: under `min` they neither move the figure nor widen its range.
+    base = [[0.0100, 0.0130, 0.0101], [0.0103, 0.0160, 0.0104]]
+    assert noise.figure(base[1], "min") == 0.0103 and noise.figure(base[1]) == 0.0104
+    floor = noise.noise_floor(base, "min")
+    assert floor == pytest.approx(0.0003 / 0.01015)
+    assert noise.base_interval(base, "min") == (0.0100, 0.0103)
+    assert noise.base_interval(base) == (0.0100, 0.0160)
+    lo, hi = noise.lane_interval([0.0090, 0.0140, 0.0091], floor, "min")
+    assert (lo, hi) == (pytest.approx(0.0090 * (1 - floor / 2)), pytest.approx(0.0090 * (1 + floor / 2)))
+
+
+def test_min_statistic_separates_lanes_that_the_median_ties():
+    base = [[0.0100, 0.0130, 0.0101], [0.0103, 0.0160, 0.0104]]
+    lanes = {"fast": [0.0080, 0.0120, 0.0125], "slow": [0.0095, 0.0098, 0.0130]}
+
+    def ranked(statistic):
+        floor, base_spt = noise.noise_floor(base, statistic), noise.base_interval(base, statistic)
+        rows = []
+        for lane, runs in lanes.items():
+            spt = noise.lane_interval(runs, floor, statistic)
+            score = 0.5 + 0.5 * (1 - noise.figure(runs, statistic) / noise.figure(base[0], statistic))
+            low, high = noise.score_interval(1.0, spt, base_spt)[:2]
+            rows.append(row(lane, score, low, high, 1.0))
+        return noise.tie_aware_order(rows)
+
+    assert all(r["tied_with"] for r in ranked("median"))
+    assert [(r["lane"], r["tied_with"]) for r in ranked("min")] == [("fast", None), ("slow", None)]
+
+
 def test_score_interval_brackets_the_point_score():
     base = (0.0095, 0.0105)
     lane = noise.lane_interval([0.0078, 0.008, 0.0082], floor=0.05)
@@ -102,3 +132,12 @@ def test_without_a_recheck_the_floor_is_unknown(tmp_path):
     assert "Noise floor: unknown" in md and "Speed was measured on a CPU" not in md
     (a,) = [r for r in csv.DictReader(open(tmp_path / "summary.csv")) if r["lane"] == "a"]
     assert float(a["Score_low"]) < float(a["Score"]) < float(a["Score_high"])
+
+
+def test_spare_first_binds_vllm_compute_to_all_cores_but_the_first():
+    from workflow_scripts import vllm_cpu
+
+    assert vllm_cpu.threads_bind("spare-first", {0, 1}) == "1"
+    assert vllm_cpu.threads_bind("spare-first", {4, 2, 3}) == "3,4"
+    assert vllm_cpu.threads_bind("spare-first", {5}) == "5"  # one core: that core
+    assert vllm_cpu.threads_bind("auto") == "auto" and vllm_cpu.threads_bind("0-3") == "0-3"

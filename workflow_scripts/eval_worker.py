@@ -6,18 +6,18 @@ free memory between engines). Run by workflow_scripts.evaluate, in the serve env
     <serve python> -m workflow_scripts.eval_worker judge --model DIR --spec JSON --in FILE --state FILE --out FILE
 
 generate: every benchmark's generations once (the answers, and the engine's warm-up), then the
-timed section speed.repeats times (the same generations, then the micro-benchmark). judge: a 1-10 rating per (conversation, turn). --state says "started"
+same generations timed speed.repeats times and the micro-benchmark speed.micro_repeats times;
+each figure is speed.statistic of its runs. judge: a 1-10 rating per (conversation, turn). --state says "started"
 once the engine is up, so the caller can tell a model vLLM cannot load from a later crash.
 """
 from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import time
 from pathlib import Path
 
-from workflow_scripts import answers, prompts, vllm_cpu
+from workflow_scripts import answers, noise, prompts, vllm_cpu
 from workflow_scripts.common import StageError, read_jsonl, run_cli, write_json
 
 KINDS = ("mcqa", "longqa", "mtbench")
@@ -163,7 +163,7 @@ def synthetic_prompt(tok, n_tokens):
 
 def micro_benchmark(llm, tok, speed, seed):
     """Fixed prompt, exactly micro_new_tokens generated (EOS ignored), one request at a time:
-    one warm-up, then speed.repeats timed runs. Returns the sec/token of each run."""
+    one warm-up, then speed.micro_repeats timed runs. Returns the sec/token of each run."""
     from vllm import SamplingParams
 
     n_new = speed["micro_new_tokens"]
@@ -171,7 +171,7 @@ def micro_benchmark(llm, tok, speed, seed):
     params = SamplingParams(temperature=0.0, seed=seed, max_tokens=n_new, min_tokens=n_new, ignore_eos=True)
     llm.generate(prompt, params, use_tqdm=False)
     runs = []
-    for _ in range(speed["repeats"]):
+    for _ in range(speed["micro_repeats"]):
         start = time.perf_counter()
         out = llm.generate(prompt, params, use_tqdm=False)
         seconds = time.perf_counter() - start
@@ -215,13 +215,15 @@ def worker_generate(args) -> int:
     micro = micro_benchmark(llm, tok, spec["speed"], seed)
     tokens = sum(r["tokens"] for r in rows)
     server = [s for s in server if s]
+    statistic = spec["speed"]["statistic"]
     write_json(args.out, {
         "rows": rows,
-        "speed": {"server_sec_per_token": statistics.median(server) if server else None,
+        "speed": {"statistic": statistic,
+                  "server_sec_per_token": noise.figure(server, statistic) if server else None,
                   "server_runs_sec_per_token": server,
                   "warmup_server_sec_per_token": warmup_seconds / tokens if tokens else None,
                   "generated_tokens": tokens,
-                  "micro_sec_per_token": statistics.median(micro), "micro_runs_sec_per_token": micro},
+                  "micro_sec_per_token": noise.figure(micro, statistic), "micro_runs_sec_per_token": micro},
         "runtime": {"dtype": str(llm.model_config.dtype).replace("torch.", ""),
                     "engine_start_seconds": round(engine_seconds, 2), "max_model_len": max_len,
                     "enforce_eager": bool(serve["enforce_eager"])},

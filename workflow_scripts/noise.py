@@ -1,13 +1,18 @@
 """Signal and noise in the speed half of the Score (docs/metrics.md, "Intervals and ties").
 
-Every evaluation times its benchmark generations and its micro-benchmark `speed.repeats` times;
-the base model is timed again in a second process after every lane's evaluation. From those:
-  noise floor   the relative spread of the base's sec/token between its processes
-                (|median_1 - median_2| / mean of both): what moving to another process, or the
+Every evaluation times its benchmark generations `speed.repeats` times and its micro-benchmark
+`speed.micro_repeats` times; the base model is timed again in a second process after every lane's
+evaluation. A process's figure is `speed.statistic` of its runs: the median, or the min (the
+fastest run: what the code costs when nothing interrupts it; on a shared machine the slow runs
+are the interruptions). From those:
+  noise floor   the relative spread of the base's figure between its processes
+                (|stat_1 - stat_2| / mean of both): what moving to another process, or the
                 machine drifting over the run, does to one unchanged model;
-  a lane's spt  interval [min(runs) * (1 - floor/2), max(runs) * (1 + floor/2)]: its own
-                repetitions, widened by the floor because its single process is subject to it too;
-  the base's    interval [min, max] over the runs of both of its processes;
+  run range     what one process's runs leave open about its figure: [min, max] of the runs
+                for the median; none for the min (its reproducibility is the floor);
+  a lane's spt  interval [range_lo * (1 - floor/2), range_hi * (1 + floor/2)]: its own
+                range, widened by the floor because its single process is subject to it too;
+  the base's    interval [lowest, highest] of its processes' ranges;
   SpeedNorm     interval [1 - lane_hi / base_lo, 1 - lane_lo / base_hi], and Score's from it
                 (PerfNorm is exact: greedy decoding answers the same every time).
 Lanes whose Score intervals overlap (directly or through a chain of overlaps) are tied; inside a
@@ -32,24 +37,40 @@ def speed_runs(metrics, uses="server"):
     return runs or ([point] if point and point > 0 else [])
 
 
-def noise_floor(base_runs_by_process):
-    """Relative spread between the base's processes' medians; None with fewer than two."""
-    medians = [statistics.median(runs) for runs in base_runs_by_process if runs]
-    if len(medians) < 2:
+STATISTICS = {"median": statistics.median, "min": min}
+
+
+def figure(runs, statistic="median"):
+    """One process's sec/token: `statistic` (speed.statistic) of its runs."""
+    return STATISTICS[statistic](runs)
+
+
+def run_range(runs, statistic="median"):
+    """(low, high) that one process's runs leave open about its figure."""
+    if statistic == "min":
+        return min(runs), min(runs)
+    return min(runs), max(runs)
+
+
+def noise_floor(base_runs_by_process, statistic="median"):
+    """Relative spread between the base's processes' figures; None with fewer than two."""
+    figures = [figure(runs, statistic) for runs in base_runs_by_process if runs]
+    if len(figures) < 2:
         return None
-    return (max(medians) - min(medians)) / statistics.mean(medians)
+    return (max(figures) - min(figures)) / statistics.mean(figures)
 
 
-def lane_interval(runs, floor):
+def lane_interval(runs, floor, statistic="median"):
     if not runs:
         return None
     f = floor or 0.0
-    return min(runs) * (1 - f / 2), max(runs) * (1 + f / 2)
+    lo, hi = run_range(runs, statistic)
+    return lo * (1 - f / 2), hi * (1 + f / 2)
 
 
-def base_interval(base_runs_by_process):
-    runs = [r for process in base_runs_by_process for r in process]
-    return (min(runs), max(runs)) if runs else None
+def base_interval(base_runs_by_process, statistic="median"):
+    ranges = [run_range(runs, statistic) for runs in base_runs_by_process if runs]
+    return (min(lo for lo, _ in ranges), max(hi for _, hi in ranges)) if ranges else None
 
 
 def score_interval(perf_norm, lane_spt, base_spt):

