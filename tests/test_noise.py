@@ -133,11 +133,3 @@ def test_without_a_recheck_the_floor_is_unknown(tmp_path):
     (a,) = [r for r in csv.DictReader(open(tmp_path / "summary.csv")) if r["lane"] == "a"]
     assert float(a["Score_low"]) < float(a["Score"]) < float(a["Score_high"])
 
-
-def test_spare_first_binds_vllm_compute_to_all_cores_but_the_first():
-    from workflow_scripts import vllm_cpu
-
-    assert vllm_cpu.threads_bind("spare-first", {0, 1}) == "1"
-    assert vllm_cpu.threads_bind("spare-first", {4, 2, 3}) == "3,4"
-    assert vllm_cpu.threads_bind("spare-first", {5}) == "5"  # one core: that core
-    assert vllm_cpu.threads_bind("auto") == "auto" and vllm_cpu.threads_bind("0-3") == "0-3"

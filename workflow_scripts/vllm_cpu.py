@@ -33,24 +33,9 @@ def configure(serve: dict) -> None:
       on a 2-core machine they fight for the cores and every decode step costs ~0.25 s, so a
       tiny model's sec/token measured contention, not the model (demo base: 0.279 s/token
       in the micro-benchmark with it, 0.003 without). CUDA keeps vLLM's default.
-    - VLLM_CPU_OMP_THREADS_BIND: the cores of vLLM's compute threads, from
-      serve.cpu_threads_bind (threads_bind).
     """
     if not on_cpu():
         return
     if serve.get("kv_cache_space_gib"):
         os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(max(1, round(serve["kv_cache_space_gib"])))
     os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
-    os.environ["VLLM_CPU_OMP_THREADS_BIND"] = threads_bind(serve.get("cpu_threads_bind") or "auto")
-
-
-def threads_bind(setting: str, cores=None) -> str:
-    """VLLM_CPU_OMP_THREADS_BIND for serve.cpu_threads_bind. `spare-first`: every core this
-    process may use but the lowest, which is left to the OS, Snakemake and vLLM's own Python
-    threads (with one core, that core). On a 2-core VM, compute threads on both cores stall
-    whenever either core is interrupted: the demo base's fastest micro-benchmark run moved 2x
-    between processes; bound to one spare core, within 5 % (docs/metrics.md)."""
-    if setting != "spare-first":
-        return setting
-    cores = sorted(cores if cores is not None else os.sched_getaffinity(0))
-    return ",".join(map(str, cores[1:] or cores))
