@@ -295,7 +295,8 @@ def noise_lines(reference, ranked, top_k):
                  "every lane's evaluation).")
     k = min(top_k, len(ranked))
     decided = noise.places_decided_by_noise(ranked, k)
-    return [floor + " Score_low/Score_high: each lane's repetitions widened by that floor, against the base's "
+    own = "its fastest run" if statistic == "min" else "the range of its runs"
+    return [floor + f" Score_low/Score_high: {own} per lane, widened by that floor, against the base's "
             "range over both processes; lanes whose ranges overlap are tied (`tied_with`) and ordered by "
             "PerfNorm, which timing noise does not move.",
             f"{decided} of the top {k} places are decided by noise (tied with another lane)."]
