@@ -37,19 +37,21 @@ def speed_runs(metrics, uses="server"):
     return runs or ([point] if point and point > 0 else [])
 
 
-STATISTICS = {"median": statistics.median, "min": min}
+# speed.statistic -> (a process's figure from its runs, the (low, high) its runs leave open)
+STATISTICS = {
+    "median": (statistics.median, lambda runs: (min(runs), max(runs))),
+    "min": (min, lambda runs: (min(runs), min(runs))),
+}
 
 
 def figure(runs, statistic="median"):
     """One process's sec/token: `statistic` (speed.statistic) of its runs."""
-    return STATISTICS[statistic](runs)
+    return STATISTICS[statistic][0](runs)
 
 
 def run_range(runs, statistic="median"):
     """(low, high) that one process's runs leave open about its figure."""
-    if statistic == "min":
-        return min(runs), min(runs)
-    return min(runs), max(runs)
+    return STATISTICS[statistic][1](runs)
 
 
 def noise_floor(base_runs_by_process, statistic="median"):
