@@ -8,6 +8,8 @@ rule evaluate:
         # The base is timed first (and again last, rule speed_recheck): its two processes
         # bracket every lane's and measure the noise floor (docs/metrics.md).
         base_first=lambda w: [] if w.lane == "base" else [METRICS / "base.json"],
+        # speed.score_uses paired times the base beside the model, in the same process
+        reference=lane_model("base"),
     output:
         metrics=METRICS / "{lane}.json",
         details=METRICS / "{lane}.items.jsonl",
@@ -25,7 +27,7 @@ rule evaluate:
     shell:
         "{params.cmd}.evaluate --model {input.model} --lane {wildcards.lane} --chain {params.chain:q} "
         "--bench-dir {params.data}/bench --spec {params.spec:q} --out {output.metrics} "
-        "--items {output.details} > {log} 2>&1"
+        "--items {output.details} --reference {input.reference} > {log} 2>&1"
 
 
 # The base model timed again, in a process of its own after every other evaluation.
@@ -46,7 +48,7 @@ rule speed_recheck:
     log: LOGS / "evaluate" / "base.recheck.log"
     benchmark: BENCH / "evaluate" / "base.recheck.tsv"
     shell:
-        "{params.cmd}.evaluate --model {input.model} --lane base --speed-only "
+        "{params.cmd}.evaluate --model {input.model} --lane base --speed-only --reference {input.model} "
         "--bench-dir {params.data}/bench --spec {params.spec:q} --out {output} > {log} 2>&1"
 
 

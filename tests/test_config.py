@@ -107,6 +107,9 @@ CASES = {
     "template on mtbench": (bad_config(lambda c: c["benchmarks"]["demo_mtbench"].update(prompt_template="chat")),
                             "benchmarks.demo_mtbench.prompt_template", "sends its turns unchanged"),
     "removed key": (bad_config(lambda c: c["compute"].update(dtype="bfloat16")), "compute", "dtype"),
+    "paired with a full device share": (bad_config(lambda c: c["speed"].update(score_uses="paired") or
+                                                   c["serve"].update(gpu_memory_utilization=0.85)),
+                                        "serve.gpu_memory_utilization", "at most 0.45 with speed.score_uses 'paired'"),
 }
 
 

@@ -211,13 +211,31 @@ def test_missing_benchmark_file_is_a_stage_error(tiny_model_dir, tmp_path):
     assert not (tmp_path / "m.json").exists()
 
 
+PAIRED_SPEC = {**SPEC, "speed": {**SPEC["speed"], "score_uses": "paired", "micro_repeats": 6}}
+
+
 @needs_serve
-def test_speed_only_times_again_without_items(tiny_model_dir, bench_dir, tmp_path):
-    """The base's second process (rule speed_recheck): the same timed section, no per-item file."""
+def test_speed_only_times_again_paired_with_the_base(tiny_model_dir, bench_dir, tmp_path):
+    """The base's second process (rule speed_recheck), with speed.score_uses paired: the same
+    timed section, no per-item file, and each micro run beside one of a second engine of the base."""
     out = tmp_path / "base.recheck.json"
     proc = _run(["--model", tiny_model_dir, "--lane", "base", "--speed-only", "--bench-dir", bench_dir,
-                 "--spec", json.dumps(SPEC), "--out", out])
+                 "--spec", json.dumps(PAIRED_SPEC), "--out", out, "--reference", tiny_model_dir])
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     s = json.loads(out.read_text())["speed"]
     assert len(s["server_runs_sec_per_token"]) == 3 and s["server_sec_per_token"] > 0
     assert list(tmp_path.iterdir()) == [out]
+    own, ref, ratios = s["micro_runs_sec_per_token"], s["paired_reference_runs_sec_per_token"], s["paired_ratio_runs"]
+    assert len(own) == len(ref) == len(ratios) == 6 and min(ref) > 0
+    assert ratios == pytest.approx([a / b for a, b in zip(own, ref)])
+    assert s["paired_speed_ratio"] == pytest.approx(sorted(ratios)[2:4][0] / 2 + sorted(ratios)[2:4][1] / 2)
+    assert s["paired_reference"] == str(tiny_model_dir)
+    assert 0.3 < s["paired_speed_ratio"] < 3  # the same model on both sides
+
+
+def test_paired_without_reference_is_a_stage_error(tiny_model_dir, bench_dir, tmp_path):
+    args = ["--model", tiny_model_dir, "--lane", "base", "--chain", "[]", "--bench-dir", bench_dir,
+            "--spec", json.dumps(PAIRED_SPEC), "--out", tmp_path / "m.json", "--items", tmp_path / "i.jsonl"]
+    with pytest.raises(StageError, match="--reference"):
+        evaluate.main([str(a) for a in args])
+    assert not (tmp_path / "m.json").exists()

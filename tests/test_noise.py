@@ -133,3 +133,47 @@ def test_without_a_recheck_the_floor_is_unknown(tmp_path):
     (a,) = [r for r in csv.DictReader(open(tmp_path / "summary.csv")) if r["lane"] == "a"]
     assert float(a["Score_low"]) < float(a["Score"]) < float(a["Score_high"])
 
+
+
+def test_median_interval_is_the_order_statistic_confidence_interval():
+    assert noise.median_interval([3.0, 1.0, 2.0]) == (1.0, 3.0)
+    assert noise.median_interval(list(range(10))) == (0, 9)  # up to 10 runs: [min, max]
+    # 60 runs: ranks 30 -+ 0.98 sqrt(60), i.e. the 22nd and the 39th smallest
+    assert noise.median_interval(list(range(60, 0, -1))) == (22, 39)
+
+
+def paired_metrics(lane, mcqa, ratios):
+    """A lane timed beside the base (speed.score_uses paired): its runs are time ratios."""
+    return {"lane": lane, "status": "ok", "reason": None, "runtime": {"device": "cpu"},
+            "benchmarks": {"mcqa": {"metric": "accuracy", "value": mcqa, "weight": 1.0, "parse_rate": 1.0}},
+            "speed": {"statistic": "median", "server_sec_per_token": 0.01, "micro_sec_per_token": 0.004,
+                      "paired_speed_ratio": sorted(ratios)[len(ratios) // 2], "paired_ratio_runs": ratios},
+            "size_bytes": 1_000_000}
+
+
+def test_paired_ratios_score_against_the_base_self_ratio(tmp_path):
+    d = tmp_path / "metrics"
+    d.mkdir()
+    # The base beside a second engine of itself: about 1, in both processes.
+    files = {"base": paired_metrics("base", 0.80, [0.98, 1.00, 1.02]),
+             "base.recheck": paired_metrics("base", 0.80, [1.01, 1.02, 1.03]),
+             "w4": paired_metrics("w4", 0.80, [0.79, 0.80, 0.81]),       # 20 % faster: its own tie group
+             "w8": paired_metrics("w8", 0.80, [1.12, 1.13, 1.14])}       # 13 % slower
+    for name, m in files.items():
+        (d / f"{name}.json").write_text(json.dumps(m))
+    spec = {"benchmarks": {"mcqa": {"weight": 1.0, "kind": "mcqa"}},
+            "speed": {"score_uses": "paired", "statistic": "median"}, "package": {"top_k": 2}}
+    report.write_summary({"base": [], "w4": ["q1"], "w8": ["q2"]}, d, tmp_path / "logs", tmp_path / "bench",
+                         tmp_path, spec)
+
+    rows = {r["lane"]: r for r in csv.DictReader(open(tmp_path / "summary.csv"))}
+    assert float(rows["base"]["Score"]) == pytest.approx(0.5)
+    assert float(rows["w4"]["SpeedNorm"]) == pytest.approx(1 - 0.80 / 1.00)
+    assert float(rows["w8"]["SpeedNorm"]) == pytest.approx(1 - 1.13 / 1.00)
+    assert float(rows["w4"]["paired_speed_ratio"]) == pytest.approx(0.80)
+    assert (rows["w4"]["rank"], rows["w8"]["rank"]) == ("1", "2")
+    assert rows["w4"]["tied_with"] == "" and rows["w8"]["tied_with"] == ""
+    md = (tmp_path / "summary.md").read_text()
+    floor = (1.02 - 1.00) / 1.01
+    assert f"time ratio to a second base engine beside it moved by {100 * floor:.1f} %" in md
+    assert "0 of the top 2 places are decided by noise" in md and "paired_speed_ratio" in md

@@ -253,6 +253,14 @@ def _check_benchmarks(config_file, config):
         raise ConfigError(config_file, "base.hub_id", "a hub id or base.local_path is required")
 
 
+def _check_speed(config_file, config):
+    """speed.score_uses paired holds two engines at once (the lane's and the base's)."""
+    share = config["serve"].get("gpu_memory_utilization")
+    if config["speed"]["score_uses"] == "paired" and share is not None and share > 0.45:
+        raise ConfigError(config_file, "serve.gpu_memory_utilization",
+                          f"at most 0.45 with speed.score_uses 'paired' (two engines share the device), got {share}")
+
+
 def _check_teacher(config_file, config, recipes, selected):
     """A lane training on teacher data needs a `teacher:` section with at least one prompt source."""
     users = [r for chain in selected.values() for r in chain if data_mix.uses_teacher(recipes[r])]
@@ -280,6 +288,7 @@ def load_plan(config: dict, config_file="config") -> Plan:
     config = copy.deepcopy(config)
     validate(config, "config.schema.yaml", config_file)
     _check_benchmarks(config_file, config)
+    _check_speed(config_file, config)
 
     lanes_file = Path(config["lanes_file"])
     if not lanes_file.is_absolute():

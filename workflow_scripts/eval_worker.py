@@ -2,18 +2,21 @@
 free memory between engines). Run by workflow_scripts.evaluate, in the serve env:
 
     <serve python> -m workflow_scripts.eval_worker generate --model DIR --spec JSON --bench-dir DIR \
-        --state FILE --out FILE
+        --state FILE --out FILE [--reference DIR]
     <serve python> -m workflow_scripts.eval_worker judge --model DIR --spec JSON --in FILE --state FILE --out FILE
 
 generate: every benchmark's generations once (the answers, and the engine's warm-up), then the
-same generations timed speed.repeats times and the micro-benchmark speed.micro_repeats times;
-each figure is speed.statistic of its runs. judge: a 1-10 rating per (conversation, turn). --state says "started"
+same generations timed speed.repeats times and the micro-benchmark speed.micro_repeats times
+(with speed.score_uses: paired, each micro run paired with one of the --reference model in a second
+engine); each figure is speed.statistic of its runs. judge: a 1-10 rating per (conversation, turn). --state says "started"
 once the engine is up, so the caller can tell a model vLLM cannot load from a later crash.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import sys
 import time
 from pathlib import Path
 
@@ -161,22 +164,32 @@ def synthetic_prompt(tok, n_tokens):
     return ids[:n_tokens]
 
 
-def micro_benchmark(llm, tok, speed, seed):
+def timed_run(llm, prompt, params):
+    """Seconds per generated token of one generate call."""
+    start = time.perf_counter()
+    out = llm.generate(prompt, params, use_tqdm=False)
+    return (time.perf_counter() - start) / len(out[0].outputs[0].token_ids)
+
+
+def micro_benchmark(llm, tok, speed, seed, reference=None):
     """Fixed prompt, exactly micro_new_tokens generated (EOS ignored), one request at a time:
-    one warm-up, then speed.micro_repeats timed runs. Returns the sec/token of each run."""
+    one warm-up, then speed.micro_repeats timed runs. With a `reference` engine (the base model,
+    speed.score_uses: paired) each run is paired with one of the reference, in alternating order,
+    so that both see the same moment of the machine. Returns (runs, reference runs) in sec/token."""
     from vllm import SamplingParams
 
     n_new = speed["micro_new_tokens"]
     prompt = [{"prompt_token_ids": synthetic_prompt(tok, speed["micro_prompt_tokens"])}]
     params = SamplingParams(temperature=0.0, seed=seed, max_tokens=n_new, min_tokens=n_new, ignore_eos=True)
-    llm.generate(prompt, params, use_tqdm=False)
-    runs = []
-    for _ in range(speed["micro_repeats"]):
-        start = time.perf_counter()
-        out = llm.generate(prompt, params, use_tqdm=False)
-        seconds = time.perf_counter() - start
-        runs.append(seconds / len(out[0].outputs[0].token_ids))
-    return runs
+    engines = [llm] if reference is None else [llm, reference]
+    for engine in engines:
+        engine.generate(prompt, params, use_tqdm=False)
+    runs = [[] for _ in engines]
+    for i in range(speed["micro_repeats"]):
+        order = range(len(engines)) if i % 2 == 0 else reversed(range(len(engines)))
+        for k in order:
+            runs[k].append(timed_run(engines[k], prompt, params))
+    return runs[0], (runs[1] if reference is not None else [])
 
 
 def benchmark_pass(llm, tok, benches, max_len, seed):
@@ -212,18 +225,28 @@ def worker_generate(args) -> int:
         timed_rows, seconds = benchmark_pass(llm, tok, benches, max_len, seed)
         tokens = sum(r["tokens"] for r in timed_rows)
         server.append(seconds / tokens if tokens else None)
-    micro = micro_benchmark(llm, tok, spec["speed"], seed)
+    reference = None
+    if spec["speed"]["score_uses"] == "paired":
+        # A second engine in this process: the base, timed run by run beside the model.
+        print(f"reference engine: {args.reference}", flush=True)
+        reference = start_engine(args.reference, serve)
+    micro, reference_micro = micro_benchmark(llm, tok, spec["speed"], seed, reference)
     tokens = sum(r["tokens"] for r in rows)
     server = [s for s in server if s]
     statistic = spec["speed"]["statistic"]
+    speed = {"statistic": statistic,
+             "server_sec_per_token": noise.figure(server, statistic) if server else None,
+             "server_runs_sec_per_token": server,
+             "warmup_server_sec_per_token": warmup_seconds / tokens if tokens else None,
+             "generated_tokens": tokens,
+             "micro_sec_per_token": noise.figure(micro, statistic), "micro_runs_sec_per_token": micro}
+    if reference is not None:
+        ratios = [own / ref for own, ref in zip(micro, reference_micro)]
+        speed.update(paired_reference=str(args.reference), paired_reference_runs_sec_per_token=reference_micro,
+                     paired_ratio_runs=ratios, paired_speed_ratio=noise.figure(ratios, statistic))
     write_json(args.out, {
         "rows": rows,
-        "speed": {"statistic": statistic,
-                  "server_sec_per_token": noise.figure(server, statistic) if server else None,
-                  "server_runs_sec_per_token": server,
-                  "warmup_server_sec_per_token": warmup_seconds / tokens if tokens else None,
-                  "generated_tokens": tokens,
-                  "micro_sec_per_token": noise.figure(micro, statistic), "micro_runs_sec_per_token": micro},
+        "speed": speed,
         "runtime": {"dtype": str(llm.model_config.dtype).replace("torch.", ""),
                     "engine_start_seconds": round(engine_seconds, 2), "max_model_len": max_len,
                     "enforce_eager": bool(serve["enforce_eager"])},
@@ -259,9 +282,15 @@ def main(argv) -> int:
     ap.add_argument("--state", required=True, help="file that says 'started' once the engine is up")
     ap.add_argument("--out", required=True, type=Path)
     ap.add_argument("--bench-dir", type=Path, help="generate: the prepared benchmarks")
+    ap.add_argument("--reference", type=Path, help="generate: the base model, timed beside it (score_uses: paired)")
     ap.add_argument("--in", dest="inp", help="judge: the conversations to rate (JSONL)")
     args = ap.parse_args(argv)
-    return worker_generate(args) if args.kind == "generate" else worker_judge(args)
+    code = worker_generate(args) if args.kind == "generate" else worker_judge(args)
+    # The output is written: skip vLLM's engine teardown at interpreter exit, which takes
+    # seconds (about 5 s for two CPU engines) per evaluation and releases nothing we keep.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@ accuracy per benchmark, seconds per generated token, size, memory (docs/metrics.
 
     <serve python> -m workflow_scripts.evaluate --model DIR --lane NAME --chain JSON \
         --bench-dir results/data/bench --spec JSON --out results/metrics/<lane>.json \
-        --items results/metrics/<lane>.items.jsonl [--speed-only]
+        --items results/metrics/<lane>.items.jsonl [--reference BASE_DIR] [--speed-only]
 
 Runs in the serve env, as the orchestrator: this process never imports vLLM. It checks the model's
 quantization format against what the runtime can serve (serve_formats.py), runs the model in a
@@ -127,6 +127,12 @@ def evaluate(args) -> int:
     max_len = effective_max_model_len(args.model, serve)
     if speed["micro_prompt_tokens"] + speed["micro_new_tokens"] > max_len:
         raise StageError(f"speed: micro_prompt_tokens + micro_new_tokens exceed max_model_len {max_len} of {args.model}")
+    worker_args = ["--bench-dir", str(args.bench_dir)]
+    if speed["score_uses"] == "paired":
+        if not args.reference:
+            raise StageError("speed.score_uses is 'paired': --reference (the base model) is required")
+        check_model_dir(args.reference)
+        worker_args += ["--reference", str(args.reference)]
     device = detect_device()
     metrics = skeleton(args, chain, config, device)
 
@@ -136,8 +142,7 @@ def evaluate(args) -> int:
 
     with tempfile.TemporaryDirectory(prefix="evaluate-") as tmp:
         work = Path(tmp)
-        code, started, tail = run_worker("generate", args.model, args.spec, work,
-                                         ["--bench-dir", str(args.bench_dir)])
+        code, started, tail = run_worker("generate", args.model, args.spec, work, worker_args)
         if code != 0 and not started:
             return not_evaluated(metrics, benches, "failed",
                                  f"vLLM could not load the model: {root_cause(tail)}", args)
@@ -175,6 +180,8 @@ def main(argv) -> int:
     ap.add_argument("--bench-dir", type=Path)
     ap.add_argument("--out", required=True, type=Path)
     ap.add_argument("--items", type=Path)
+    ap.add_argument("--reference", type=Path,
+                    help="the base model, timed beside the model when speed.score_uses is paired")
     ap.add_argument("--speed-only", action="store_true",
                     help="time the model again (another process, for the noise floor): no judge, no --items")
     args = ap.parse_args(argv)

@@ -1,15 +1,17 @@
 """Signal and noise in the speed half of the Score (docs/metrics.md, "Intervals and ties").
 
 Every evaluation times its benchmark generations `speed.repeats` times and its micro-benchmark
-`speed.micro_repeats` times; the base model is timed again in a second process after every lane's
-evaluation. A process's figure is `speed.statistic` of its runs: the median, or the min (the
+`speed.micro_repeats` times (with speed.score_uses paired, each micro run beside one of the base in
+a second engine: the runs are then time ratios to the base); the base model is timed again in a
+second process after every lane's evaluation. A process's figure is `speed.statistic` of its runs: the median, or the min (the
 fastest run: what the code costs when nothing interrupts it; on a shared machine the slow runs
 are the interruptions). From those:
   noise floor   the relative spread of the base's figure between its processes
                 (|stat_1 - stat_2| / mean of both): what moving to another process, or the
                 machine drifting over the run, does to one unchanged model;
-  run range     what one process's runs leave open about its figure: [min, max] of the runs
-                for the median; none for the min (its reproducibility is the floor);
+  run range     what one process's runs leave open about its figure: for the median its ~95 %
+                confidence interval from order statistics ([min, max] up to 10 runs); none
+                for the min (its reproducibility is the floor);
   a lane's spt  interval [range_lo * (1 - floor/2), range_hi * (1 + floor/2)]: its own
                 range, widened by the floor because its single process is subject to it too;
   the base's    interval [lowest, highest] of its processes' ranges;
@@ -22,11 +24,13 @@ Pure functions on metrics dicts and summary rows, stdlib only.
 """
 from __future__ import annotations
 
+import math
 import statistics
 
 from workflow_scripts.score import SPEED_KEYS, _number
 
-RUNS_KEYS = {"server": "server_runs_sec_per_token", "micro": "micro_runs_sec_per_token"}
+RUNS_KEYS = {"server": "server_runs_sec_per_token", "micro": "micro_runs_sec_per_token",
+             "paired": "paired_ratio_runs"}
 
 
 def speed_runs(metrics, uses="server"):
@@ -37,9 +41,19 @@ def speed_runs(metrics, uses="server"):
     return runs or ([point] if point and point > 0 else [])
 
 
+def median_interval(runs):
+    """The distribution-free ~95 % confidence interval of the median: the order statistics at
+    ranks n/2 -+ 0.98 sqrt(n). Up to 10 runs that is [min, max]; for 60 runs the 22nd..39th."""
+    ordered, n = sorted(runs), len(runs)
+    half_width = 0.98 * math.sqrt(n)
+    lo = max(math.floor(n / 2 - half_width), 1)
+    hi = min(math.ceil(n / 2 + 1 + half_width), n)
+    return ordered[lo - 1], ordered[hi - 1]
+
+
 # speed.statistic -> (a process's figure from its runs, the (low, high) its runs leave open)
 STATISTICS = {
-    "median": (statistics.median, lambda runs: (min(runs), max(runs))),
+    "median": (statistics.median, median_interval),
     "min": (min, lambda runs: (min(runs), min(runs))),
 }
 

