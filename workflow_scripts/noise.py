@@ -14,7 +14,8 @@ are the interruptions). From those:
                 for the min (its reproducibility is the floor);
   a lane's spt  interval [range_lo * (1 - floor/2), range_hi * (1 + floor/2)]: its own
                 range, widened by the floor because its single process is subject to it too;
-  the base's    interval [lowest, highest] of its processes' ranges;
+  the base's    interval the run range of its processes' runs pooled, stretched to take in
+                each process's figure (for the min: [lowest, highest] of the two mins);
   SpeedNorm     interval [1 - lane_hi / base_lo, 1 - lane_lo / base_hi], and Score's from it
                 (PerfNorm is exact: greedy decoding answers the same every time).
 Lanes whose Score intervals overlap (directly or through a chain of overlaps) are tied; inside a
@@ -85,8 +86,13 @@ def lane_interval(runs, floor, statistic="median"):
 
 
 def base_interval(base_runs_by_process, statistic="median"):
-    ranges = [run_range(runs, statistic) for runs in base_runs_by_process if runs]
-    return (min(lo for lo, _ in ranges), max(hi for _, hi in ranges)) if ranges else None
+    """The run range of all the base's runs pooled, stretched to take in each process's figure."""
+    processes = [runs for runs in base_runs_by_process if runs]
+    if not processes:
+        return None
+    lo, hi = run_range([r for runs in processes for r in runs], statistic)
+    figures = [figure(runs, statistic) for runs in processes]
+    return min(lo, *figures), max(hi, *figures)
 
 
 def score_interval(perf_norm, lane_spt, base_spt):
