@@ -8,8 +8,9 @@ free memory between engines). Run by workflow_scripts.evaluate, in the serve env
 generate: every benchmark's generations once (the answers, and the engine's warm-up), then the
 same generations timed speed.repeats times and the micro-benchmark speed.micro_repeats times
 (with speed.score_uses: paired, each micro run paired with one of the --reference model in a second
-engine); each figure is speed.statistic of its runs. judge: a 1-10 rating per (conversation, turn). --state says "started"
-once the engine is up, so the caller can tell a model vLLM cannot load from a later crash.
+engine); each figure is speed.statistic of its runs. judge: a 1-10 rating per (conversation,
+turn). --state says "started" once the engine is up, so the caller can tell a model vLLM cannot
+load from a later crash.
 """
 from __future__ import annotations
 

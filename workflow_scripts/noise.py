@@ -3,9 +3,9 @@
 Every evaluation times its benchmark generations `speed.repeats` times and its micro-benchmark
 `speed.micro_repeats` times (with speed.score_uses paired, each micro run beside one of the base in
 a second engine: the runs are then time ratios to the base); the base model is timed again in a
-second process after every lane's evaluation. A process's figure is `speed.statistic` of its runs: the median, or the min (the
-fastest run: what the code costs when nothing interrupts it; on a shared machine the slow runs
-are the interruptions). From those:
+second process after every lane's evaluation. A process's figure is `speed.statistic` of its
+runs: the median, or the min (the fastest run: what the code costs when nothing interrupts it;
+on a shared machine the slow runs are the interruptions). From those:
   noise floor   the relative spread of the base's figure between its processes
                 (|stat_1 - stat_2| / mean of both): what moving to another process, or the
                 machine drifting over the run, does to one unchanged model;
