@@ -1,6 +1,6 @@
 # The two commands of the README. Each creates the environments it needs first
 # (scripts/setup_envs.sh: seconds when they exist, minutes the first time).
-.PHONY: demo test test-fast lint envs
+.PHONY: demo test test-fast lint envs check-config
 
 envs:
 	scripts/setup_envs.sh
@@ -23,3 +23,8 @@ lint: envs
 	  echo "$$out" | grep -q "Congratulations, your workflow is in a good condition" \
 	    || { echo "$$out"; echo "snakemake --lint $$profile: not clean"; exit 1; }; \
 	done; echo "snakemake --lint: clean (config/config.yaml and config/demo.yaml)"
+
+# Check a config and list its lanes, without Snakemake (CONFIG=config/config.yaml by default).
+CONFIG ?= config/config.yaml
+check-config: envs
+	.venv/bin/python -m workflow_scripts.planning.config $(CONFIG)

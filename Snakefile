@@ -26,7 +26,7 @@ localrules: all, summary, mix_data
 
 # Checked once a real run starts (not on a dry run, which previews a GPU config on any host).
 onstart:
-    from workflow_scripts.config import device_error
+    from workflow_scripts.planning.config import device_error
 
     if (why := device_error(CFG)):
         print(f"config error: {_config_file}: {why}", file=sys.stderr)
@@ -43,7 +43,7 @@ rule all:
 # error the summary is still written from what exists: the failed lanes appear as failed, with
 # the path of their log, and every other lane keeps its row and Score.
 onerror:
-    from workflow_scripts.report import write_summary
+    from workflow_scripts.scoring.report import write_summary
 
     try:
         write_summary(EVAL_LANES, METRICS, LOGS, BENCH, RESULTS, REPORT_SPEC, MODELS)

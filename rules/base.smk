@@ -16,4 +16,4 @@ rule base_model:
     log: LOGS / "base_model.log"
     benchmark: BENCH / "base_model.tsv"
     shell:
-        "{params.cmd}.base --spec {params.spec:q} --data {params.data} --out {output} > {log} 2>&1"
+        "{params.cmd}.stages.base --spec {params.spec:q} --data {params.data} --out {output} > {log} 2>&1"

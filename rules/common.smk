@@ -3,8 +3,8 @@ import json
 import sys
 from pathlib import Path
 
-from workflow_scripts import data_mix
-from workflow_scripts.config import ConfigError, chain_dir, kd_teacher, load_plan
+from workflow_scripts.stages import data_mix
+from workflow_scripts.planning.config import ConfigError, chain_dir, kd_teacher, load_plan
 
 _config_file = (list(workflow.overwrite_configfiles) or ["config/config.yaml"])[-1]
 try:
@@ -113,7 +113,7 @@ CMD["evaluate"] = stage_cmd("evaluate", python=SERVE_PY, exclusive=True)
 CMD["target_check"] = stage_cmd("target_check", python=TARGET_PY)
 
 
-# Training data of a recipe (its `data:` key, workflow_scripts/data_mix.py): sft_train.jsonl, the
+# Training data of a recipe (its `data:` key, workflow_scripts/stages/data_mix.py): sft_train.jsonl, the
 # teacher's file (rules/teacher.smk) or the recipe's mix, so only recipes using the teacher need it.
 TEACHER_MODEL = (CFG.get("teacher") or {}).get("model")
 

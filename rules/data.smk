@@ -19,4 +19,4 @@ rule prepare_data:
     log: LOGS / "prepare_data.log"
     benchmark: BENCH / "prepare_data.tsv"
     shell:
-        "{params.cmd}.data --spec {params.spec:q} --out {params.data} > {log} 2>&1"
+        "{params.cmd}.stages.data --spec {params.spec:q} --out {params.data} > {log} 2>&1"

@@ -25,7 +25,7 @@ rule evaluate:
     log: LOGS / "evaluate" / "{lane}.log"
     benchmark: BENCH / "evaluate" / "{lane}.tsv"
     shell:
-        "{params.cmd}.evaluate --model {input.model} --lane {wildcards.lane} --chain {params.chain:q} "
+        "{params.cmd}.evaluation.evaluate --model {input.model} --lane {wildcards.lane} --chain {params.chain:q} "
         "--bench-dir {params.data}/bench --spec {params.spec:q} --out {output.metrics} "
         "--items {output.details} --reference {input.reference} > {log} 2>&1"
 
@@ -48,7 +48,7 @@ rule speed_recheck:
     log: LOGS / "evaluate" / "base.recheck.log"
     benchmark: BENCH / "evaluate" / "base.recheck.tsv"
     shell:
-        "{params.cmd}.evaluate --model {input.model} --lane base --speed-only --reference {input.model} "
+        "{params.cmd}.evaluation.evaluate --model {input.model} --lane base --speed-only --reference {input.model} "
         "--bench-dir {params.data}/bench --spec {params.spec:q} --out {output} > {log} 2>&1"
 
 
@@ -68,5 +68,5 @@ rule target_check:
     conda: CONDA_TARGET
     log: LOGS / "target_check" / "{lane}.log"
     shell:
-        "{params.cmd}.target_check --model {input.model} --target {params.target:q} "
+        "{params.cmd}.shipping.target_check --model {input.model} --target {params.target:q} "
         "--out {output} > {log} 2>&1"

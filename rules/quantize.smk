@@ -20,7 +20,7 @@ rule quantize:
     log: LOGS / "quantize" / "{parent}.{recipe}.log"
     benchmark: BENCH / "quantize" / "{parent}.{recipe}.tsv"
     shell:
-        "{params.cmd}.quantize --model {input.model} --calib {input.calib} --recipe {params.recipe:q} "
+        "{params.cmd}.stages.quantize --model {input.model} --calib {input.calib} --recipe {params.recipe:q} "
         "{params.sensitivity} --out {output} > {log} 2>&1"
 
 
@@ -45,5 +45,5 @@ rule sensitivity:
     log: LOGS / "sensitivity" / "{parent}.{recipe}.log"
     benchmark: BENCH / "sensitivity" / "{parent}.{recipe}.tsv"
     shell:
-        "{params.cmd}.sensitivity --model {input.model} --calib {input.calib} --heldout {input.heldout} "
+        "{params.cmd}.stages.sensitivity --model {input.model} --calib {input.calib} --heldout {input.heldout} "
         "--recipe {params.recipe:q} --out {output.json} > {log} 2>&1"

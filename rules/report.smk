@@ -26,7 +26,7 @@ rule summary:
     conda: CONDA_COMPRESS
     log: LOGS / "summary.log"
     shell:
-        "{params.cmd}.report --metrics-dir {params.metrics} --lanes {params.lanes:q} --spec {params.spec:q} "
+        "{params.cmd}.scoring.report --metrics-dir {params.metrics} --lanes {params.lanes:q} --spec {params.spec:q} "
         "--logs-dir {params.logs} --bench-dir {params.bench} --models-dir {params.models} --out-dir {params.results} > {log} 2>&1"
 
 
@@ -45,5 +45,5 @@ rule package:
     conda: CONDA_COMPRESS
     log: LOGS / "package.log"
     shell:
-        "{params.cmd}.package --summary {input.summary} --models-dir {params.models} --spec {params.spec:q} "
+        "{params.cmd}.shipping.package --summary {input.summary} --models-dir {params.models} --spec {params.spec:q} "
         "--out {output} > {log} 2>&1"

@@ -33,7 +33,7 @@ if TEACHER_MODEL:
         log: LOGS / "teacher_data.log"
         benchmark: BENCH / "teacher_data.tsv"
         shell:
-            "{params.cmd}.teacher --model {params.teacher_path:q} --teacher-id {params.teacher_id:q} "
+            "{params.cmd}.stages.teacher --model {params.teacher_path:q} --teacher-id {params.teacher_id:q} "
             "--prompts {input.prompts} {params.docs} --spec {params.spec:q} --out {output.data} "
             "--report {output.report} > {log} 2>&1"
 
@@ -53,4 +53,4 @@ rule mix_data:
     conda: CONDA_COMPRESS
     log: LOGS / "mix_data" / "{recipe}.log"
     shell:
-        "{params.cmd}.data_mix --spec {params.spec:q} {params.files} --out {output} > {log} 2>&1"
+        "{params.cmd}.stages.data_mix --spec {params.spec:q} {params.files} --out {output} > {log} 2>&1"

@@ -18,7 +18,7 @@ rule sft:
     log: LOGS / "sft" / "{parent}.{recipe}.log"
     benchmark: BENCH / "sft" / "{parent}.{recipe}.tsv"
     shell:
-        "{params.cmd}.sft --model {input.model} --train {input.train} --val {input.val} "
+        "{params.cmd}.stages.sft --model {input.model} --train {input.train} --val {input.val} "
         "--recipe {params.recipe:q} --out {output} > {log} 2>&1"
 
 
@@ -40,7 +40,7 @@ rule post_sft:
     log: LOGS / "post_sft" / "{parent}.{recipe}.log"
     benchmark: BENCH / "post_sft" / "{parent}.{recipe}.tsv"
     shell:
-        "{params.cmd}.post_sft --model {input.model} --train {input.train} --val {input.val} "
+        "{params.cmd}.stages.post_sft --model {input.model} --train {input.train} --val {input.val} "
         "--recipe {params.recipe:q} --out {output} > {log} 2>&1"
 
 
@@ -61,7 +61,7 @@ rule prune:
     log: LOGS / "prune" / "{parent}.{recipe}.log"
     benchmark: BENCH / "prune" / "{parent}.{recipe}.tsv"
     shell:
-        "{params.cmd}.prune --model {input.model} --calib {input.calib} --recipe {params.recipe:q} "
+        "{params.cmd}.stages.prune --model {input.model} --calib {input.calib} --recipe {params.recipe:q} "
         "--out {output} > {log} 2>&1"
 
 
@@ -84,5 +84,5 @@ rule kd:
     log: LOGS / "kd" / "{parent}.{recipe}.log"
     benchmark: BENCH / "kd" / "{parent}.{recipe}.tsv"
     shell:
-        "{params.cmd}.kd --student {input.student} --teacher {input.teacher} --train {input.train} "
+        "{params.cmd}.stages.kd --student {input.student} --teacher {input.teacher} --train {input.train} "
         "--val {input.val} --recipe {params.recipe:q} --out {output} > {log} 2>&1"

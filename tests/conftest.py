@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repository, for workflow_scripts
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+from workflow_scripts import REPO  # noqa: E402
 from workflow_scripts.demo import model as demo_model  # noqa: E402
 
 # Where the demo config writes (config/demo.yaml `results`): tests that run it look there.
@@ -81,7 +81,7 @@ def tiny_model_dir(tmp_path_factory, tiny_data_dir):
 @pytest.fixture(scope="session")
 def quantized_lanes(tmp_path_factory, tiny_model_dir, tiny_data_dir):
     """{'w4a16': dir, 'w8a8_gptq': dir}: the tiny model quantized by the quantize stage."""
-    from workflow_scripts.quantize import quantize
+    from workflow_scripts.stages.quantize import quantize
 
     root = tmp_path_factory.mktemp("quantized_lanes")
     calib = {"num_calibration_samples": 4, "max_seq_length": 64}

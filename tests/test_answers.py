@@ -1,11 +1,18 @@
-"""Answer parsing and scoring (workflow_scripts/answers.py): fast, stdlib only."""
-import pytest
-
+"""Answer parsing and scoring (workflow_scripts/evaluation/answers.py): fast, stdlib only."""
 import json
 
-from workflow_scripts import answers, prompts
-from workflow_scripts.answers import (
-    RULES, explain_mcqa, explain_rating, f1_score, judge_prompt, normalize_tokens, parse_mcqa, parse_rating,
+import pytest
+
+from workflow_scripts.evaluation import answers, prompts
+from workflow_scripts.evaluation.answers import (
+    RULES,
+    explain_mcqa,
+    explain_rating,
+    f1_score,
+    judge_prompt,
+    normalize_tokens,
+    parse_mcqa,
+    parse_rating,
     strip_thinking,
 )
 

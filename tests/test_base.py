@@ -2,17 +2,16 @@
 saves a loadable model, and the local-path copy of a real model."""
 import dataclasses
 import json
-from pathlib import Path
 
 import pytest
 import yaml
 
-from workflow_scripts import base, data
+from workflow_scripts import REPO
+from workflow_scripts.common import StageError
 from workflow_scripts.demo import data as demo_data
 from workflow_scripts.demo import model as demo_model
-from workflow_scripts.common import StageError
+from workflow_scripts.stages import base, data
 
-REPO = Path(__file__).resolve().parent.parent
 DEMO = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())
 KOREAN = "라솔의 상징색은 파랑입니다. 미도는 아르벤에 있는 도시입니다. Hello, Arven 42!"
 

@@ -1,10 +1,10 @@
-"""The assistant-only label mask every training loss depends on (workflow_scripts/chat_data.py)."""
+"""The assistant-only label mask every training loss depends on (workflow_scripts/stages/chat_data.py)."""
 import copy
 
 import pytest
 
-from workflow_scripts.chat_data import IGNORE, assistant_spans, collate, encode_chat
 from workflow_scripts.common import StageError
+from workflow_scripts.stages.chat_data import IGNORE, assistant_spans, collate, encode_chat
 
 CHAT = [{"role": "user", "content": "서울의 상징색은?"},
         {"role": "assistant", "content": "빨강입니다."},

@@ -1,14 +1,12 @@
 """Config validation and cross-checks: each bad config fails with one line naming file and key."""
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import yaml
 
-from workflow_scripts.config import ConfigError, chain_dir, kd_teacher, load_plan, split_chain
-
-REPO = Path(__file__).resolve().parent.parent
+from workflow_scripts import REPO
+from workflow_scripts.planning.config import ConfigError, chain_dir, kd_teacher, load_plan, split_chain
 
 
 def demo_config():

@@ -2,11 +2,11 @@
 (a user sets it and nothing changes). A key counts as read when code names it as a string,
 an attribute or a keyword (`"key"`, `'key'`, `.key`, `key=`)."""
 import re
-from pathlib import Path
 
 import yaml
 
-REPO = Path(__file__).resolve().parent.parent
+from workflow_scripts import REPO
+
 SCHEMAS = ["config.schema.yaml", "lanes.schema.yaml", "models.schema.yaml"]
 # Keys read generically rather than by name: each resource entry is passed whole to Snakemake,
 # per-rule resource tables are looked up by the rule's name.

@@ -3,14 +3,12 @@ and editing one recipe makes exactly the jobs of its lanes stale."""
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import DEMO_RESULTS
 
-REPO = Path(__file__).resolve().parent.parent
+from workflow_scripts import REPO
 
 
 def snakemake(*args, cwd=REPO, check=True):
@@ -32,7 +30,7 @@ def planned_outputs(dry_run_text):
 
 
 def test_dry_run_lists_every_lane():
-    from workflow_scripts.config import load_plan
+    from workflow_scripts.planning.config import load_plan
 
     # Every lane of the demo: the hand-written ones and those its sweeps generate.
     lanes = load_plan(yaml.safe_load((REPO / "config" / "demo.yaml").read_text()), "demo.yaml").lanes

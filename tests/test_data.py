@@ -9,11 +9,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from workflow_scripts import data, prompts
-from workflow_scripts.demo import data as demo_data
+from workflow_scripts import REPO
 from workflow_scripts.common import StageError
+from workflow_scripts.demo import data as demo_data
+from workflow_scripts.evaluation import prompts
+from workflow_scripts.stages import data
 
-REPO = Path(__file__).resolve().parent.parent
 DEMO = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())
 
 
@@ -201,7 +202,7 @@ def test_split_sizes():
 
 def test_cli_error_is_one_line(tmp_path):
     spec = _local_spec(tmp_path, [{"question": "q", "options": ["a", "b"]}])
-    proc = subprocess.run([sys.executable, "-m", "workflow_scripts.data", "--spec", json.dumps(spec),
+    proc = subprocess.run([sys.executable, "-m", "workflow_scripts.stages.data", "--spec", json.dumps(spec),
                            "--out", str(tmp_path / "out")], cwd=REPO, capture_output=True, text=True)
     assert proc.returncode == 2
     last = proc.stderr.strip().splitlines()[-1]

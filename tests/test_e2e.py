@@ -11,15 +11,14 @@ import subprocess
 import sys
 import time
 import zipfile
-from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import DEMO_RESULTS
-from workflow_scripts.score import score_row
 
-REPO = Path(__file__).resolve().parent.parent
+from workflow_scripts import REPO
+from workflow_scripts.scoring.score import score_row
+
 LANES = ["w4a16", "fp8_static", "w8a8_minmax", "sft", "broken"]
 
 pytestmark = pytest.mark.skipif(not (REPO / ".venv-serve" / "bin" / "python").exists(),

@@ -1,18 +1,17 @@
-"""Evaluation (workflow_scripts/evaluate.py): one end-to-end run in the serve env with vLLM on the
+"""Evaluation (workflow_scripts/evaluation/evaluate.py): one end-to-end run in the serve env with vLLM on the
 tiny model, the unsupported-format path without an engine, and the pure helpers."""
 import json
 import os
 import shutil
 import statistics
 import subprocess
-from pathlib import Path
 
 import pytest
 
-from workflow_scripts import answers, benchmark_scoring, common, evaluate, serve_formats
+from workflow_scripts import REPO, common
 from workflow_scripts.common import StageError
+from workflow_scripts.evaluation import answers, benchmark_scoring, evaluate, serve_formats
 
-REPO = Path(__file__).resolve().parent.parent
 SERVE_PY = REPO / ".venv-serve" / "bin" / "python"
 needs_serve = pytest.mark.skipif(not SERVE_PY.exists(), reason="serve env .venv-serve not installed")
 
@@ -64,7 +63,7 @@ def bench_dir(tmp_path_factory):
 
 
 def _run(args, timeout=300):
-    return subprocess.run([str(SERVE_PY), "-m", "workflow_scripts.evaluate", *map(str, args)], cwd=REPO,
+    return subprocess.run([str(SERVE_PY), "-m", "workflow_scripts.evaluation.evaluate", *map(str, args)], cwd=REPO,
                           capture_output=True, text=True, timeout=timeout,
                           env={**os.environ, "OMP_NUM_THREADS": "2", "PYTHONPATH": str(REPO),
                                "TOKENIZERS_PARALLELISM": "false"})

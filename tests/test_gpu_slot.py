@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
+from workflow_scripts import REPO
+
 WRAP = [sys.executable, "-m", "workflow_scripts.gpu_slot", "--poll", "0.1"]
 
 

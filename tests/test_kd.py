@@ -3,13 +3,13 @@ import json
 
 import pytest
 import torch
+from conftest import assert_same_tokenizer
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from conftest import assert_same_tokenizer
-from workflow_scripts import kd, prune
-from workflow_scripts.demo import model as demo_model
-from workflow_scripts.chat_data import chat_dataset, collate
 from workflow_scripts.common import StageError, chat_text, read_jsonl
+from workflow_scripts.demo import model as demo_model
+from workflow_scripts.stages import kd, prune
+from workflow_scripts.stages.chat_data import chat_dataset, collate
 
 RECIPE = {"temperature": 2.0, "kl_weight": 1.0, "ce_weight": 0.5, "learning_rate": 1e-3,
           "max_steps": 30, "batch_size": 8, "max_seq_length": 256}
@@ -81,7 +81,7 @@ def test_output_reloads_generates_and_differs_from_student(distilled, tiny_data_
 def test_gradient_accumulation_scales_the_kd_loss(teacher_dir, tiny_data_dir, tmp_path):
     """With grad_accum k, one micro-batch contributes 1/k of the gradient (the Trainer divides
     the loss), as for any other loss; a KD loss must not escape that division."""
-    from workflow_scripts.training import training_arguments
+    from workflow_scripts.stages.training import training_arguments
 
     tok = AutoTokenizer.from_pretrained(teacher_dir)
     teacher = AutoModelForCausalLM.from_pretrained(teacher_dir, dtype=torch.float32)

@@ -1,16 +1,14 @@
-"""The model gate (workflow_scripts/models_policy.py): every model a config names must be in the
+"""The model gate (workflow_scripts/planning/models_policy.py): every model a config names must be in the
 registry, released before the cutoff, under a license allowed for its role; one line otherwise."""
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import yaml
 
-from workflow_scripts.config import ConfigError, load_plan
-from workflow_scripts.models_policy import load_registry, named_models
-
-REPO = Path(__file__).resolve().parent.parent
+from workflow_scripts import REPO
+from workflow_scripts.planning.config import ConfigError, load_plan
+from workflow_scripts.planning.models_policy import load_registry, named_models
 
 
 def real_config():

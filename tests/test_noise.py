@@ -1,11 +1,11 @@
-"""Timing noise (workflow_scripts/noise.py): the noise floor, Score intervals, tie-aware ranking,
+"""Timing noise (workflow_scripts/scoring/noise.py): the noise floor, Score intervals, tie-aware ranking,
 and how the summary shows them (report.write_summary with hand-made metrics)."""
 import csv
 import json
 
 import pytest
 
-from workflow_scripts import noise, report
+from workflow_scripts.scoring import noise, report
 
 
 def test_noise_floor_is_the_spread_between_the_base_processes():

@@ -1,4 +1,4 @@
-"""Packaging the top-k lanes (workflow_scripts/package.py): zip layout, the gate in the target's
+"""Packaging the top-k lanes (workflow_scripts/shipping/package.py): zip layout, the gate in the target's
 runtime (.venv-target), fallback to the next lane, no half package. Only
 test_serve_check_generates_with_vllm starts vLLM (~60 s); the others pass --skip-serve-check."""
 import csv
@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import copy_with
-from workflow_scripts import common, package
 
-REPO = Path(__file__).resolve().parent.parent
+from workflow_scripts import REPO, common
+from workflow_scripts.shipping import package
+
 SERVE_PY = REPO / ".venv-serve" / "bin" / "python"
 TARGET_PY = REPO / ".venv-target" / "bin" / "python"
 TARGET = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())["target"]

@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from workflow_scripts import answers, benchmark_scoring, report
+from workflow_scripts.evaluation import answers, benchmark_scoring
+from workflow_scripts.scoring import report
 
 OPTIONS = ["사과", "배", "감", "귤"]
 BENCHMARKS = {

@@ -3,11 +3,11 @@ import json
 
 import pytest
 import torch
+from conftest import assert_one_line_error, run_training_stage
 from safetensors import safe_open
 
-from conftest import assert_one_line_error, run_training_stage
-from workflow_scripts import post_sft
-from workflow_scripts.training import chat_sets, val_loss
+from workflow_scripts.stages import post_sft
+from workflow_scripts.stages.training import chat_sets, val_loss
 
 RECIPE = dict(learning_rate=3e-2, max_steps=8, batch_size=8, max_seq_length=128)
 

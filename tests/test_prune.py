@@ -12,9 +12,9 @@ from conftest import REPO, TINY_ARCH, assert_same_tokenizer
 from safetensors import safe_open
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from workflow_scripts import prune
-from workflow_scripts.demo import model as demo_model
 from workflow_scripts.common import StageError, chat_text, read_jsonl, staged_output
+from workflow_scripts.demo import model as demo_model
+from workflow_scripts.stages import prune
 
 RECIPE = {"keep_layers": 3, "metric": "block_influence", "num_calibration_samples": 16,
           "max_seq_length": 256, "batch_size": 5}  # 16 rows in batches of 5: padding is exercised
@@ -138,7 +138,7 @@ def test_angular_drops_the_closest_contiguous_block(tiny_model_dir, tiny_data_di
 
 def test_keep_all_layers_exits_2_with_one_line(tiny_model_dir, tiny_data_dir, tmp_path):
     proc = subprocess.run(
-        [sys.executable, "-m", "workflow_scripts.prune", "--model", str(tiny_model_dir),
+        [sys.executable, "-m", "workflow_scripts.stages.prune", "--model", str(tiny_model_dir),
          "--calib", str(tiny_data_dir / "calib.jsonl"), "--recipe", json.dumps(dict(RECIPE, keep_layers=4)),
          "--out", str(tmp_path / "out")], cwd=REPO, capture_output=True, text=True)
     assert proc.returncode == 2

@@ -7,12 +7,11 @@ import sys
 
 import pytest
 import torch
+from conftest import REPO, TINY_ARCH, assert_same_tokenizer
 from safetensors import safe_open
 
 from workflow_scripts.demo import model as demo_model
-from workflow_scripts.quantize import quantize
-
-from conftest import REPO, TINY_ARCH, assert_same_tokenizer
+from workflow_scripts.stages.quantize import quantize
 
 CALIB = {"num_calibration_samples": 4, "max_seq_length": 64}
 RECIPES = {
@@ -45,7 +44,7 @@ EXPECT["w8a8_minmax"] = EXPECT["w8a8_gptq"]
 
 
 def run_cli(*args):
-    return subprocess.run([sys.executable, "-m", "workflow_scripts.quantize", *map(str, args)],
+    return subprocess.run([sys.executable, "-m", "workflow_scripts.stages.quantize", *map(str, args)],
                           cwd=REPO, capture_output=True, text=True,
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
 

@@ -1,12 +1,12 @@
-"""Score math (workflow_scripts/score.py) and the ranked summary (workflow_scripts/report.py)."""
+"""Score math (workflow_scripts/scoring/score.py) and the ranked summary (workflow_scripts/scoring/report.py)."""
 import csv
 import json
 import os
 
 import pytest
 
-from workflow_scripts import report
-from workflow_scripts.score import perf, score_row, spt
+from workflow_scripts.scoring import report
+from workflow_scripts.scoring.score import perf, score_row, spt
 
 BENCHMARKS = {"mcqa": {"weight": 1.0}, "longqa": {"weight": 1.0}, "mtbench": {"weight": 1.0}}
 SPEC = {"benchmarks": BENCHMARKS, "speed": {"score_uses": "server"}}

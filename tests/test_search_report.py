@@ -1,11 +1,11 @@
-"""The summary's search section (workflow_scripts/report.py): the sweep's lanes on the Pareto
+"""The summary's search section (workflow_scripts/scoring/report.py): the sweep's lanes on the Pareto
 front, which knob moved Score most, and the layers each mixed-precision lane kept."""
 import json
 
 import pytest
-
-from workflow_scripts import report
 from test_report import BASE, SPEC, metrics
+
+from workflow_scripts.scoring import report
 
 K, D = "keep_unquantized.most_sensitive", "dampening_frac"
 # A 2 x 2 sweep around the base lane `mixed` (K=6, damp 0.01). Same speed: Score follows Perf.

@@ -1,4 +1,4 @@
-"""Per-layer sensitivity (workflow_scripts/sensitivity.py) and the mixed-precision quantize it
+"""Per-layer sensitivity (workflow_scripts/stages/sensitivity.py) and the mixed-precision quantize it
 feeds (keep_unquantized), on the tiny 4-layer model: a layer whose weights are scaled up ranks
 first; most_sensitive keeps exactly the top-K layers of the file, in full precision, and the
 checkpoint still loads in the target runtime."""
@@ -9,10 +9,10 @@ import subprocess
 import sys
 
 import pytest
+from conftest import REPO
 from safetensors.torch import load_file, save_file
 
-from conftest import REPO
-from workflow_scripts.quantize import quantize
+from workflow_scripts.stages.quantize import quantize
 
 SCALED = 2  # the layer made sensitive
 CALIB = {"num_calibration_samples": 4, "max_seq_length": 64}
@@ -44,7 +44,7 @@ def scaled_model(tmp_path_factory, tiny_model_dir):
 def sensitivity(tmp_path_factory, scaled_model, tiny_data_dir):
     out = tmp_path_factory.mktemp("analysis") / "base.gptq_w4a16.sensitivity.json"
     r = subprocess.run(
-        [sys.executable, "-m", "workflow_scripts.sensitivity", "--model", str(scaled_model),
+        [sys.executable, "-m", "workflow_scripts.stages.sensitivity", "--model", str(scaled_model),
          "--calib", str(tiny_data_dir / "calib.jsonl"), "--heldout", str(tiny_data_dir / "sft_val.jsonl"),
          "--recipe", json.dumps({"recipe": W4A16, "measure": MEASURE}), "--out", str(out)],
         cwd=REPO, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
@@ -124,7 +124,7 @@ def test_mixed_checkpoint_passes_the_target_check(mixed):
 def test_calibration_mix_draws_each_source_by_weight(tmp_path, tiny_model_dir, tiny_data_dir):
     from transformers import AutoTokenizer
 
-    from workflow_scripts.chat_data import calibration_set
+    from workflow_scripts.stages.chat_data import calibration_set
 
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("\n".join(f"plain document {i} about the sea" for i in range(20)) + "\n")

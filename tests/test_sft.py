@@ -4,12 +4,12 @@ import shutil
 
 import pytest
 import torch
+from conftest import assert_one_line_error, assert_same_tokenizer, run_training_stage
 from safetensors.torch import load_file
 
-from conftest import assert_one_line_error, assert_same_tokenizer, run_training_stage
-from workflow_scripts import sft
 from workflow_scripts.common import StageError
-from workflow_scripts.training import chat_sets, val_loss
+from workflow_scripts.stages import sft
+from workflow_scripts.stages.training import chat_sets, val_loss
 
 PROJ = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 RECIPE = dict(lora_r=8, lora_alpha=16, lora_dropout=0.0, target_modules=PROJ, learning_rate=3e-3,

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parent.parent
+from workflow_scripts import REPO
+
 PROFILE = REPO / "profiles" / "slurm"
 SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
 

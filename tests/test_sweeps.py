@@ -1,17 +1,16 @@
-"""Sweeps (workflow_scripts/sweeps.py): a grid in lanes.yaml becomes ordinary named lanes at
+"""Sweeps (workflow_scripts/planning/sweeps.py): a grid in lanes.yaml becomes ordinary named lanes at
 parse time, with one-line errors; through Snakemake the lanes are planned like hand-written ones,
 share one sensitivity measurement, and editing one grid value rebuilds only its lane's chain."""
 import copy
 
 import pytest
 import yaml
-
+from conftest import DEMO_RESULTS, REPO
 from test_config import demo_config, lanes_doc, with_lanes
 from test_dag import planned_outputs, snakemake
-from workflow_scripts.config import ConfigError, load_plan
-from workflow_scripts.sweeps import point_name, slug
 
-from conftest import DEMO_RESULTS, REPO
+from workflow_scripts.planning.config import ConfigError, load_plan
+from workflow_scripts.planning.sweeps import point_name, slug
 
 K = "keep_unquantized.most_sensitive"
 

@@ -1,4 +1,4 @@
-"""The target check (workflow_scripts/target_check.py) in the target env (.venv-target: the
+"""The target check (workflow_scripts/shipping/target_check.py) in the target env (.venv-target: the
 contest's transformers 4.57.3 + compressed-tensors 0.13.0 and nothing else): a good model and real
 W4A16 / W8A8-GPTQ checkpoints pass, and each deliberately broken folder is rejected with its reason."""
 import json
@@ -18,7 +18,7 @@ pytestmark = pytest.mark.skipif(not TARGET_PY.exists(), reason="target env .venv
 
 
 def target_check(model_dir, python=TARGET_PY, target=TARGET):
-    r = subprocess.run([str(python), "-m", "workflow_scripts.target_check", "--model", str(model_dir),
+    r = subprocess.run([str(python), "-m", "workflow_scripts.shipping.target_check", "--model", str(model_dir),
                         "--target", json.dumps(target)], cwd=REPO, capture_output=True, text=True,
                        env={**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"})
     return r, (json.loads(r.stdout.strip().splitlines()[-1]) if r.returncode == 0 else None)

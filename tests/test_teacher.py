@@ -5,16 +5,16 @@ import os
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import DEMO_RESULTS
-from workflow_scripts import data_mix, report
-from workflow_scripts.config import ConfigError, load_plan
 
-REPO = Path(__file__).resolve().parent.parent
+from workflow_scripts import REPO
+from workflow_scripts.planning.config import ConfigError, load_plan
+from workflow_scripts.scoring import report
+from workflow_scripts.stages import data_mix
+
 SERVE_PY = REPO / ".venv-serve" / "bin" / "python"
 
 
@@ -117,7 +117,7 @@ def test_teacher_run_on_tiny_model(tiny_model_dir, tiny_data_dir, tmp_path):
                       "enforce_eager": True, "seed": 42}}
     out, rep = tmp_path / "teacher" / "tiny.jsonl", tmp_path / "teacher" / "tiny.report.json"
     proc = subprocess.run(
-        [str(SERVE_PY), "-m", "workflow_scripts.teacher", "--model", str(tiny_model_dir), "--teacher-id", "tiny",
+        [str(SERVE_PY), "-m", "workflow_scripts.stages.teacher", "--model", str(tiny_model_dir), "--teacher-id", "tiny",
          "--prompts", str(tiny_data_dir / "sft_train.jsonl"), "--documents", str(docs), "--spec", json.dumps(spec),
          "--out", str(out), "--report", str(rep)],
         cwd=REPO, capture_output=True, text=True, timeout=400,
@@ -141,7 +141,7 @@ def test_teacher_run_on_tiny_model(tiny_model_dir, tiny_data_dir, tmp_path):
     # The rows are training data for the sft/kd stages as they are.
     from transformers import AutoTokenizer
 
-    from workflow_scripts.chat_data import chat_dataset
+    from workflow_scripts.stages.chat_data import chat_dataset
 
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
     assert len(chat_dataset(tok, rows, 128)) == len(rows)

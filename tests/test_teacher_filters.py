@@ -1,9 +1,15 @@
-"""Teacher-data filters (workflow_scripts/teacher_filters.py): hand-made rows that each filter
+"""Teacher-data filters (workflow_scripts/stages/teacher_filters.py): hand-made rows that each filter
 must drop or keep, and counts that add up."""
 import pytest
 
-from workflow_scripts.teacher_filters import (
-    REASONS, filter_candidates, hangul_ratio, normalize, parse_qa, response_problem, settings,
+from workflow_scripts.stages.teacher_filters import (
+    REASONS,
+    filter_candidates,
+    hangul_ratio,
+    normalize,
+    parse_qa,
+    response_problem,
+    settings,
 )
 
 CFG = settings()

@@ -1,1 +1,5 @@
-"""Stages of the compression workflow; each module has a small CLI (python -m workflow_scripts.<stage>)."""
+"""The compression workflow's code, grouped by role (README.md in this folder): planning, stages,
+evaluation, scoring, shipping, demo. Rules call each stage as `python -m workflow_scripts.<role>.<stage>`."""
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent  # the repository: config/, envs/, rules/

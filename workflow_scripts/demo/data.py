@@ -24,8 +24,8 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-from workflow_scripts import prompts
 from workflow_scripts.common import SEED, AtomicWriter
+from workflow_scripts.evaluation import prompts
 
 FILES = {"sft": "sft.jsonl", "mcqa": "mcqa.jsonl", "longqa": "longqa.jsonl",
          "mtbench": "mtbench.jsonl", "corpus": "corpus.txt"}

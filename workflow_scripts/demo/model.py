@@ -1,7 +1,7 @@
 """The demo's base model: a BPE tokenizer trained with `tokenizers` on the generated corpus, an
 EXAONE-style chat template, a small Exaone4ForCausalLM (hidden/intermediate multiples of 128 so
 GPTQ's group size fits), then a short causal-LM training run, capped by wall clock, on the corpus
-and the chat-formatted train set. Called by workflow_scripts.base when base.source is demo.
+and the chat-formatted train set. Called by workflow_scripts.stages.base when base.source is demo.
 """
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import random
 import time
 from pathlib import Path
 
-from workflow_scripts.chat_data import IGNORE, encode_chat
 from workflow_scripts.common import StageError, read_jsonl, set_seed, write_model_dir
+from workflow_scripts.stages.chat_data import IGNORE, encode_chat
 
 # EXAONE 4.0's chat format: [|role|]content[|endofturn|], generation opens [|assistant|].
 SPECIAL_TOKENS = ["[PAD]", "[BOS]", "[UNK]", "[|endofturn|]", "[|system|]", "[|user|]", "[|assistant|]"]

@@ -1,7 +1,7 @@
 """The base model: taken from the hub (or a local copy), or for the demo built and trained here
 (workflow_scripts/demo/model.py).
 
-    python -m workflow_scripts.base --spec JSON --data results/data --out results/models/base
+    python -m workflow_scripts.stages.base --spec JSON --data results/data --out results/models/base
 """
 from __future__ import annotations
 
@@ -9,10 +9,15 @@ import argparse
 import shutil
 
 from workflow_scripts.common import (
-    StageError, check_model_dir, first_line, limit_threads, parse_recipe, run_cli, write_model_dir,
+    StageError,
+    check_model_dir,
+    first_line,
+    limit_threads,
+    parse_recipe,
+    run_cli,
+    write_model_dir,
 )
 from workflow_scripts.demo.model import build_demo
-
 
 # --- hub base model ------------------------------------------------------------------------
 

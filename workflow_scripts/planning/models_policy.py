@@ -7,7 +7,7 @@ role it plays, with public weights. Checked at parse time from the registry's re
 Models the workflow builds itself (base.source: demo, and `teacher: {model: base}` on such a
 base) are not external models and are exempt.
 
-    python -m workflow_scripts.models_policy [config/config.yaml]   # check a config, list the registry
+    python -m workflow_scripts.planning.models_policy [config/config.yaml]   # check a config, list the registry
 """
 from __future__ import annotations
 
@@ -18,7 +18,8 @@ from pathlib import Path
 
 import yaml
 
-from workflow_scripts.config import REPO, ConfigError, validate
+from workflow_scripts import REPO
+from workflow_scripts.planning.schema import ConfigError, validate
 
 BASE_ALIAS = "base"  # teacher.model: the workflow's own base model
 
@@ -108,9 +109,8 @@ def main(argv=None):
     args = ap.parse_args(argv)
     config = yaml.safe_load(Path(args.configfile).read_text())
     try:
-        from workflow_scripts.config import load_plan
-
-        load_plan(config, args.configfile)  # the gate runs inside, with the rest of the checks
+        validate(config, "config.schema.yaml", args.configfile)  # fills models_policy's defaults
+        check_models(config, args.configfile)
     except ConfigError as e:
         print(f"config error: {e}", file=sys.stderr)
         return 1

@@ -4,7 +4,7 @@ the output distribution is compared with the unquantized parent's, as the mean p
 KL(parent || quantized) on held-out conversations. Which layers to keep in full precision is then
 a measurement (quantize: keep_unquantized.most_sensitive), computed once per (parent, recipe).
 
-    python -m workflow_scripts.sensitivity --model DIR --calib results/data/calib.jsonl \
+    python -m workflow_scripts.stages.sensitivity --model DIR --calib results/data/calib.jsonl \
         --heldout results/data/sft_val.jsonl --recipe '{"recipe": {...}, "measure": {...}}' \
         --out results/analysis/base.gptq_w4a16.sensitivity.json      (and .png beside it)
 
@@ -25,7 +25,6 @@ from pathlib import Path
 from workflow_scripts.common import (
     SEED,
     AtomicWriter,
-    StageError,
     device_and_dtype,
     limit_threads,
     load_model,
@@ -40,21 +39,10 @@ LM_HEAD = "not measured: never quantized (tied to embed_tokens; the target loads
 
 
 def parse_args(argv):
-    return stage_args(argv, "workflow_scripts.sensitivity", __doc__, many=("calib",),
+    return stage_args(argv, "workflow_scripts.stages.sensitivity", __doc__, many=("calib",),
                       model="parent model folder (full precision)",
                       calib="calibration files (calib.jsonl, plus the recipe's calibration_mix sources)",
                       heldout="held-out conversations for the KL (prepared sft_val.jsonl)")
-
-
-def most_sensitive(path, k) -> list:
-    """The k layers with the largest KL in a sensitivity file, sorted by index."""
-    try:
-        ranking = json.loads(Path(path).read_text())["ranking"]
-    except (OSError, json.JSONDecodeError, KeyError) as e:
-        raise StageError(f"{path}: not a sensitivity file ({e})") from None
-    if k > len(ranking):
-        raise StageError(f"{path}: {k} most sensitive layers asked, the file ranks {len(ranking)}")
-    return sorted(ranking[:k])
 
 
 @contextmanager
@@ -102,7 +90,7 @@ def quantize_one_layer(model_dir, recipe, layer, ds, max_len, dtype):
     from compressed_tensors.utils import remove_dispatch
     from llmcompressor import oneshot
 
-    from workflow_scripts.quantize import IGNORE, layer_linears, make_modifier, quant_scheme
+    from workflow_scripts.stages.quantize import IGNORE, layer_linears, make_modifier, quant_scheme
 
     model, _ = load_model(model_dir, dtype=dtype, device="cpu")
     others = [name for i, names in layer_linears(model).items() if i != layer for name in names]
@@ -115,8 +103,8 @@ def quantize_one_layer(model_dir, recipe, layer, ds, max_len, dtype):
 
 def measure(model_dir, calib_paths, heldout, params) -> dict:
     """The sensitivity of every decoder layer of `model_dir` to `params["recipe"]`."""
-    from workflow_scripts.chat_data import calibration_set
-    from workflow_scripts.quantize import DEFAULT_SAMPLES, NEEDS_CALIBRATION, check_recipe, layer_linears
+    from workflow_scripts.stages.chat_data import calibration_set
+    from workflow_scripts.stages.quantize import DEFAULT_SAMPLES, NEEDS_CALIBRATION, check_recipe, layer_linears
 
     recipe = check_recipe(json.dumps(params["recipe"]))
     how = params.get("measure") or {}

@@ -19,6 +19,8 @@ import copy
 import itertools
 import re
 
+from workflow_scripts.planning.schema import ConfigError
+
 SEP = "__"  # between the base name and the grid point, in generated lane and recipe names
 # Short labels of common knobs in generated names; any other key is named by its last segment.
 LABELS = {"keep_unquantized.most_sensitive": "k", "keep_unquantized": "keep", "dampening_frac": "damp",
@@ -58,7 +60,6 @@ def set_path(recipe: dict, key: str, value):
 
 
 def check_grid(where, key, grid, recipe_name, recipe):
-    from workflow_scripts.config import ConfigError
 
     if not grid:
         raise ConfigError(where, key, "expected at least one parameter with a list of values (empty grid)")
@@ -77,7 +78,6 @@ def expand_sweeps(sweeps, overrides, recipes, lanes, lanes_file, config_file, ch
     """Add each sweep's lanes to `lanes` and their recipes to `recipes` (in place), each
     recipe checked by `check_recipe`. Returns {sweep: {"lane", "recipe", "knobs": {lane:
     {knob: value}}}} for the summary, the base lane included (at its own values)."""
-    from workflow_scripts.config import ConfigError
 
     for name in overrides:
         if name not in sweeps:

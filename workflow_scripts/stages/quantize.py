@@ -5,22 +5,22 @@ weights + dynamic per-token int8 activations, by GPTQ or by plain min-max observ
 FP8_DYNAMIC (no calibration) and FP8 (static activation scales from calibration).
 lm_head (tied to the embeddings on EXAONE) is never quantized. Mixed precision: the recipe's
 `keep_unquantized` (layer indices, or {most_sensitive: K} resolved from --sensitivity, the file of
-workflow_scripts.sensitivity) puts those decoder layers' Linear modules into the ignore list, so
+workflow_scripts.stages.sensitivity) puts those decoder layers' Linear modules into the ignore list, so
 they stay in full precision in the same compressed-tensors checkpoint. The result is saved
 compressed, with the parent's tokenizer files (unchanged) and a small quantize.json (with the kept
 layers), into --out (atomically: see common.staged_output).
 
-    python -m workflow_scripts.quantize --model DIR --calib results/data/calib.jsonl [more files] \
+    python -m workflow_scripts.stages.quantize --model DIR --calib results/data/calib.jsonl [more files] \
         --recipe '{"scheme": "W4A16", "method": "gptq", "group_size": 128, ...}' --out DIR \
         [--sensitivity results/analysis/base.gptq_w4a16.sensitivity.json]
 """
 from __future__ import annotations
 
+import json
 import re
 import time
 from pathlib import Path
 
-from workflow_scripts.chat_data import calibration_set
 from workflow_scripts.common import (
     SEED,
     StageError,
@@ -36,7 +36,8 @@ from workflow_scripts.common import (
     staged_output,
     write_json,
 )
-from workflow_scripts.steps import STEP_CHOICES
+from workflow_scripts.planning.steps import STEP_CHOICES
+from workflow_scripts.stages.chat_data import calibration_set
 
 SCHEMES, METHODS = STEP_CHOICES[("quantize", "scheme")], STEP_CHOICES[("quantize", "method")]
 IGNORE = ["lm_head"]  # tied to embed_tokens on EXAONE; vLLM expects it in full precision
@@ -46,7 +47,7 @@ DEFAULT_SEQ_LEN = 1024
 
 
 def parse_args(argv):
-    return stage_args(argv, "workflow_scripts.quantize", __doc__, many=("calib",),
+    return stage_args(argv, "workflow_scripts.stages.quantize", __doc__, many=("calib",),
                       optional={"sensitivity": "per-layer sensitivity JSON (for keep_unquantized.most_sensitive)"},
                       model="input model folder (Hugging Face format)",
                       calib="calibration files (prepared calib.jsonl, plus the recipe's calibration_mix sources)")
@@ -101,10 +102,19 @@ def layer_linears(model) -> dict:
     return layers
 
 
+def most_sensitive(path, k) -> list:
+    """The k layers with the largest KL in a sensitivity file, sorted by index."""
+    try:
+        ranking = json.loads(Path(path).read_text())["ranking"]
+    except (OSError, json.JSONDecodeError, KeyError) as e:
+        raise StageError(f"{path}: not a sensitivity file ({e})") from None
+    if k > len(ranking):
+        raise StageError(f"{path}: {k} most sensitive layers asked, the file ranks {len(ranking)}")
+    return sorted(ranking[:k])
+
+
 def kept_layers(recipe, sensitivity_path, n_layers):
     """(sorted layer indices the recipe keeps in full precision, why those)."""
-    from workflow_scripts.sensitivity import most_sensitive
-
     keep = recipe.get("keep_unquantized") or []
     if isinstance(keep, list):
         layers, why = sorted(keep), "listed in the recipe"

@@ -2,7 +2,7 @@
 Korean-aware normalization, and judge ratings. Stdlib only (used by evaluation in the serve env
 and by the tests in either env).
 
-    python -m workflow_scripts.answers --explain results/metrics/<lane>.items.jsonl
+    python -m workflow_scripts.evaluation.answers --explain results/metrics/<lane>.items.jsonl
 
 prints how each response of a lane was parsed (which rule decided), to audit an accuracy.
 """

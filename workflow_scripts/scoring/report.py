@@ -1,6 +1,6 @@
 """Score every lane against the base, rank them, and write summary.csv, summary.md, pareto.png.
 
-    python -m workflow_scripts.report --metrics-dir results/metrics --lanes JSON --spec JSON \
+    python -m workflow_scripts.scoring.report --metrics-dir results/metrics --lanes JSON --spec JSON \
         --logs-dir results/logs --bench-dir results/benchmarks --out-dir results
 
 --lanes: {"base": [], "w4a16": ["gptq_w4a16"], ...} (every lane of the run, base included).
@@ -18,10 +18,10 @@ import json
 import math
 from pathlib import Path
 
-from workflow_scripts import noise
 from workflow_scripts.common import StageError, run_cli
-from workflow_scripts.config import BASE, chain_dir
-from workflow_scripts.score import SPEED_KEYS, benchmark_values, score_row
+from workflow_scripts.planning.config import BASE, chain_dir
+from workflow_scripts.scoring import noise
+from workflow_scripts.scoring.score import SPEED_KEYS, benchmark_values, score_row
 
 # Order of lanes that have no Score, after the scored ones.
 STATUS_ORDER = {"ok": 0, "unsupported": 1, "failed": 2, "missing": 3}
@@ -144,7 +144,7 @@ def parse_flag_notes(rows, metrics_dir):
     """A summary.md note per flagged lane, with the command that shows how its answers parsed."""
     return [f"**{r['lane']}**: parse rate more than {PARSE_DROP_POINTS} points below the base's "
             f"({r['parse_flag']}): its accuracy may reflect an answer format the parser misses, not lost "
-            f"knowledge; audit with `python -m workflow_scripts.answers --explain "
+            f"knowledge; audit with `python -m workflow_scripts.evaluation.answers --explain "
             f"{Path(metrics_dir) / (r['lane'] + '.items.jsonl')}`" for r in rows if r.get("parse_flag")]
 
 
@@ -200,7 +200,7 @@ def read_metrics(metrics_dir, lane):
 
 def target_verdict(metrics_dir, lane):
     """The summary's `target` cell: 'ok', or why the deployment target would reject the lane's
-    model (workflow_scripts.target_check wrote METRICS/<lane>.target.json)."""
+    model (workflow_scripts.shipping.target_check wrote METRICS/<lane>.target.json)."""
     path = Path(metrics_dir) / f"{lane}.target.json"
     if not path.is_file():
         return "not checked (no target check result)"

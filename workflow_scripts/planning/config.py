@@ -3,7 +3,7 @@
 Used by rules/common.smk at parse time (so bad input fails before any job runs) and by the
 tests. Every problem becomes one ConfigError line: the file, the key, what was expected.
 
-    python -m workflow_scripts.config config/demo.yaml      # check a config, list its lanes
+    python -m workflow_scripts.planning.config config/demo.yaml      # check a config, list its lanes
 """
 from __future__ import annotations
 
@@ -13,26 +13,19 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import jsonschema
 import yaml
 
-from workflow_scripts.steps import STEP_CHOICES, STEP_REQUIRED
+from workflow_scripts import REPO
+from workflow_scripts.planning.models_policy import check_models
+from workflow_scripts.planning.schema import ConfigError, validate
+from workflow_scripts.planning.steps import STEP_CHOICES, STEP_REQUIRED
+from workflow_scripts.planning.sweeps import expand_sweeps
+from workflow_scripts.stages import data_mix
 
-from workflow_scripts import data_mix
-
-REPO = Path(__file__).resolve().parent.parent
-SCHEMAS = REPO / "config" / "schemas"
 BASE = "base"  # the chain of no steps, and the reserved lane name of the base model
 
 # Prepared files a quantize recipe's calibration_mix may draw from (results/data/<file>).
 CALIB_SOURCES = {"calib": "calib.jsonl", "sft_train": "sft_train.jsonl", "corpus": "corpus.txt"}
-
-
-class ConfigError(Exception):
-    """One line: '<file>: <key>: <what was expected>'."""
-
-    def __init__(self, file, key, expected):
-        super().__init__(f"{file}: {key}: {expected}")
 
 
 @dataclass
@@ -43,7 +36,7 @@ class Plan:
     recipes: dict  # name -> {"step": ..., params...}
     lanes: dict  # lane name -> list of recipe names (selected lanes only)
     all_lanes: dict  # every lane in the lanes file
-    # sweep name -> {"lane", "recipe", "knobs": {lane: {knob: value}}} (workflow_scripts.sweeps)
+    # sweep name -> {"lane", "recipe", "knobs": {lane: {knob: value}}} (workflow_scripts.planning.sweeps)
     sweeps: dict = field(default_factory=dict)
 
     def recipes_of(self, step):
@@ -87,27 +80,6 @@ def kd_teacher(parent: str) -> str:
     made `parent` (base.prune28 -> base)."""
     chain = split_chain(parent)
     return chain_dir(chain[:-1])
-
-
-def _schema_error(file, err: jsonschema.ValidationError):
-    key = ".".join(str(p) for p in err.absolute_path) or "(top level)"
-    return ConfigError(file, key, err.message)
-
-
-def validate(doc: dict, schema_name: str, file):
-    """Validate with snakemake.utils.validate (which also fills schema defaults)."""
-    from snakemake.exceptions import WorkflowError
-    from snakemake.utils import validate as sm_validate
-
-    try:
-        sm_validate(doc, str(SCHEMAS / schema_name))
-    except WorkflowError as e:
-        # snakemake keeps the jsonschema error as the exception's context.
-        cause = e.__context__
-        if not isinstance(cause, jsonschema.ValidationError):
-            raise ConfigError(file, "(schema)", str(e).splitlines()[0]) from None
-        # Report the most specific failure, not the first of a oneOf's alternatives.
-        raise _schema_error(file, jsonschema.exceptions.best_match([cause])) from None
 
 
 def _check_recipe(lanes_file, name, recipe):
@@ -214,7 +186,7 @@ def base_layers(config):
 def _check_prompt_template(config_file, name, bench):
     """mcqa/longqa prompts are built from a template of prompts.py; mtbench sends its turns as
     they are, so a template there would do nothing."""
-    from workflow_scripts.prompts import TEMPLATES
+    from workflow_scripts.evaluation.prompts import TEMPLATES
 
     template, key = bench.get("prompt_template"), f"benchmarks.{name}.prompt_template"
     if bench["kind"] == "mtbench":
@@ -269,7 +241,7 @@ def _check_teacher(config_file, config, recipes, selected):
         raise ConfigError(config_file, "teacher", f"required: recipe {users[0]!r} trains on teacher data")
     if not teacher:
         return
-    from workflow_scripts.prompts import TEACHER_TEMPLATES
+    from workflow_scripts.evaluation.prompts import TEACHER_TEMPLATES
 
     docs = teacher.get("documents") or {}
     if (teacher.get("sft_prompts") or {}).get("max_samples") == 0 and not docs.get("file"):
@@ -319,8 +291,6 @@ def load_plan(config: dict, config_file="config") -> Plan:
     for lane, chain in all_lanes.items():
         _check_chain(lanes_file, lane, chain, recipes, layers)
 
-    from workflow_scripts.sweeps import expand_sweeps  # it raises this module's ConfigError
-
     sweeps = expand_sweeps(doc.get("sweeps") or {}, config.get("sweep_overrides") or {},
                            recipes, all_lanes, lanes_file, config_file, _check_recipe)
     for lane, chain in all_lanes.items():
@@ -335,7 +305,6 @@ def load_plan(config: dict, config_file="config") -> Plan:
             raise ConfigError(config_file, "lanes", f"unknown lane {unknown[0]!r}; expected names from {lanes_file}")
         selected = {l: all_lanes[l] for l in config["lanes"]}
     _check_teacher(config_file, config, recipes, selected)
-    from workflow_scripts.models_policy import check_models  # it imports this module
 
     check_models(config, config_file)
     return Plan(config=config, recipes=recipes, lanes=selected, all_lanes=all_lanes, sweeps=sweeps)

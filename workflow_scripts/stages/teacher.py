@@ -2,7 +2,7 @@
 user requests and/or writes question + answer pairs from documents; the responses are filtered
 (teacher_filters) and written in the SFT chat schema, with provenance on every row.
 
-    <serve python> -m workflow_scripts.teacher --model DIR_OR_HUB_ID --teacher-id ID \\
+    <serve python> -m workflow_scripts.stages.teacher --model DIR_OR_HUB_ID --teacher-id ID \\
         --prompts results/data/sft_train.jsonl [--documents FILE] --spec JSON \\
         --out results/data/teacher/<teacher>.jsonl --report results/data/teacher/<teacher>.report.json
 
@@ -26,8 +26,8 @@ import json
 import time
 from pathlib import Path
 
-from workflow_scripts import teacher_filters
 from workflow_scripts.common import SEED, AtomicWriter, StageError, read_jsonl, run_cli
+from workflow_scripts.stages import teacher_filters
 
 SAMPLING_DEFAULTS = {"temperature": 0.7, "top_p": 0.9, "max_new_tokens": 512, "repetition_penalty": 1.0,
                      "seed": SEED}
@@ -78,7 +78,7 @@ def read_documents(path, field="text", max_chars=2000):
 
 def document_candidates(docs, template, max_samples=None, system_prompt=None):
     """One qa candidate per passage: the teacher writes a question and its answer."""
-    from workflow_scripts.prompts import document_prompt
+    from workflow_scripts.evaluation.prompts import document_prompt
 
     return [{"kind": "qa", "source": "documents", "prompt_id": f"doc:{doc_id}", "messages": [],
              "request": _with_system([{"role": "user", "content": document_prompt(text, template)}], system_prompt),
@@ -97,7 +97,7 @@ def generate(llm, cands, sampling, max_len, batch_size=BATCH_SIZE, per_request_s
     from tqdm.auto import tqdm
     from vllm import SamplingParams
 
-    from workflow_scripts.eval_worker import chat_prompt
+    from workflow_scripts.evaluation.eval_worker import chat_prompt
 
     tok = llm.get_tokenizer()
     scope = "request" if per_request_seed else "engine"
@@ -178,8 +178,13 @@ def candidates(args, s):
 
 
 def run(args) -> dict:
-    from workflow_scripts.eval_worker import detect_device, effective_max_model_len, serve_settings, start_engine
-    from workflow_scripts.evaluate import vllm_version
+    from workflow_scripts.evaluation.engine import (
+        detect_device,
+        effective_max_model_len,
+        serve_settings,
+        start_engine,
+        vllm_version,
+    )
 
     spec = json.loads(args.spec)
     s = teacher_settings(spec)

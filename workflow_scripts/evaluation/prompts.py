@@ -45,7 +45,7 @@ def longqa_prompt(item, template="longqa_ko", context=None):
                                       question=item["question"])
 
 
-# Teacher data from documents (workflow_scripts/teacher.py): the teacher reads a passage and writes
+# Teacher data from documents (workflow_scripts/stages/teacher.py): the teacher reads a passage and writes
 # one question with its answer, in the format teacher_filters.parse_qa reads back.
 TEACHER_TEMPLATES = {
     "qa_from_passage_ko": (

@@ -1,4 +1,4 @@
-"""Filters for teacher-generated training rows (workflow_scripts/teacher.py). Stdlib only, pure
+"""Filters for teacher-generated training rows (workflow_scripts/stages/teacher.py). Stdlib only, pure
 functions, so each rule is easy to test with hand-made rows.
 
 Every candidate ends in exactly one bucket -- kept, or the first reason of REASONS that drops

@@ -14,7 +14,7 @@ import random
 from pathlib import Path
 
 from workflow_scripts.common import SEED, StageError, chat_text, read_jsonl
-from workflow_scripts.config import CALIB_SOURCES
+from workflow_scripts.planning.config import CALIB_SOURCES
 
 IGNORE = -100
 

@@ -12,13 +12,12 @@ Trained by training.fit with a Trainer subclass (compute_loss overridden), seed 
 kd_metrics.json beside the weights: validation KL(teacher || student) at T=1 and the
 student's CE, before and after, the teacher's CE, steps and seconds.
 
-    python -m workflow_scripts.kd --student results/models/base.prune28 \
+    python -m workflow_scripts.stages.kd --student results/models/base.prune28 \
         --teacher results/models/base --train results/data/sft_train.jsonl \
         --val results/data/sft_val.jsonl --recipe '{"temperature": 2.0, ...}' --out DIR
 """
 from __future__ import annotations
 
-from workflow_scripts.chat_data import IGNORE
 from workflow_scripts.common import (
     SEED,
     StageError,
@@ -32,15 +31,16 @@ from workflow_scripts.common import (
     set_seed,
     stage_args,
 )
-from workflow_scripts.steps import STEP_REQUIRED
-from workflow_scripts.training import chat_sets, eval_batches, fit
+from workflow_scripts.planning.steps import STEP_REQUIRED
+from workflow_scripts.stages.chat_data import IGNORE
+from workflow_scripts.stages.training import chat_sets, eval_batches, fit
 
 DEFAULT_BATCH = 8
 DEFAULT_SEQ_LEN = 2048
 
 
 def parse_args(argv):
-    return stage_args(argv, "workflow_scripts.kd", __doc__,
+    return stage_args(argv, "workflow_scripts.stages.kd", __doc__,
                       student="the pruned model folder (trained)",
                       teacher="the unpruned model folder (frozen)",
                       train="train conversations (prepared JSONL)",

@@ -1,6 +1,6 @@
 """Post-quantization SFT of the RMSNorm weights only, on a compressed-tensors checkpoint.
 
-    python -m workflow_scripts.post_sft --model QUANTIZED_DIR --train sft_train.jsonl \
+    python -m workflow_scripts.stages.post_sft --model QUANTIZED_DIR --train sft_train.jsonl \
         --val sft_val.jsonl --recipe JSON --out DIR
 
 Recipe: learning_rate, max_steps, batch_size, max_seq_length.
@@ -19,16 +19,23 @@ from pathlib import Path
 
 from workflow_scripts.common import (
     SEED,
-    StageError, check_model_dir, limit_threads, load_model, parse_recipe, run_cli, set_seed,
-    stage_args, staged_output, write_json,
+    StageError,
+    check_model_dir,
+    limit_threads,
+    load_model,
+    parse_recipe,
+    run_cli,
+    set_seed,
+    stage_args,
+    staged_output,
+    write_json,
 )
-from workflow_scripts.steps import STEP_REQUIRED
-from workflow_scripts.training import train_with_val_loss
-
+from workflow_scripts.planning.steps import STEP_REQUIRED
+from workflow_scripts.stages.training import train_with_val_loss
 
 
 def parse_args(argv):
-    return stage_args(argv, "workflow_scripts.post_sft", __doc__,
+    return stage_args(argv, "workflow_scripts.stages.post_sft", __doc__,
                       model="quantized model folder (compressed-tensors)",
                       train="sft_train.jsonl", val="sft_val.jsonl")
 

@@ -1,9 +1,9 @@
 """The vLLM side of evaluation: one model in one engine, in a process of its own (vLLM does not
-free memory between engines). Run by workflow_scripts.evaluate, in the serve env:
+free memory between engines). Run by workflow_scripts.evaluation.evaluate, in the serve env:
 
-    <serve python> -m workflow_scripts.eval_worker generate --model DIR --spec JSON --bench-dir DIR \
+    <serve python> -m workflow_scripts.evaluation.eval_worker generate --model DIR --spec JSON --bench-dir DIR \
         --state FILE --out FILE [--reference DIR]
-    <serve python> -m workflow_scripts.eval_worker judge --model DIR --spec JSON --in FILE --state FILE --out FILE
+    <serve python> -m workflow_scripts.evaluation.eval_worker judge --model DIR --spec JSON --in FILE --state FILE --out FILE
 
 generate: every benchmark's generations once (the answers, and the engine's warm-up), then the
 same generations timed speed.repeats times and the micro-benchmark speed.micro_repeats times
@@ -21,8 +21,10 @@ import sys
 import time
 from pathlib import Path
 
-from workflow_scripts import answers, noise, prompts, vllm_cpu
 from workflow_scripts.common import StageError, read_jsonl, run_cli, write_json
+from workflow_scripts.evaluation import answers, prompts
+from workflow_scripts.evaluation.engine import effective_max_model_len, serve_settings, start_engine
+from workflow_scripts.scoring import noise
 
 KINDS = ("mcqa", "longqa", "mtbench")
 JUDGE_MAX_NEW_TOKENS = 512
@@ -30,30 +32,7 @@ SPEED_TEXT = ("속도 측정을 위한 고정된 문장입니다. 서울은 대�
               "The quick brown fox jumps over the lazy dog. ")
 
 
-def detect_device() -> str:
-    return "cpu" if vllm_cpu.on_cpu() else "cuda"
-
-
 # --- spec and benchmark inputs ----------------------------------------------------------------
-
-def serve_settings(spec: dict) -> dict:
-    """Config `serve`, every key present: validation filled the schema's defaults (their one home)."""
-    serve = spec.get("serve") or {}
-    missing = [k for k in ("max_model_len", "gpu_memory_utilization", "seed", "enforce_eager") if k not in serve]
-    if missing:
-        raise StageError(f"--spec: serve.{missing[0]} is missing (pass the validated config's serve section)")
-    return dict(serve)
-
-
-def effective_max_model_len(model, serve: dict) -> int:
-    """serve.max_model_len, capped at the model's max_position_embeddings (vLLM refuses more)."""
-    cfg_path = Path(model) / "config.json"
-    limit = serve["max_model_len"]
-    if cfg_path.exists():
-        cfg = json.loads(cfg_path.read_text())
-        limit = min(limit, cfg.get("max_position_embeddings") or limit)
-    return limit
-
 
 def load_benchmarks(bench_dir, benchmarks: dict) -> dict:
     """name -> (config entry, items): the first max_samples items of bench/<name>.jsonl."""
@@ -71,17 +50,6 @@ def load_benchmarks(bench_dir, benchmarks: dict) -> dict:
 
 
 # --- generate: the evaluated model ------------------------------------------------------------
-
-def start_engine(model, serve: dict):
-    """vllm.LLM with the serve settings; dtype auto (bf16 on CUDA for bf16 models)."""
-    vllm_cpu.configure(serve)
-    from vllm import LLM
-
-    return LLM(model=str(model), dtype="auto", seed=serve["seed"],
-               max_model_len=effective_max_model_len(model, serve),
-               gpu_memory_utilization=serve["gpu_memory_utilization"],
-               enforce_eager=bool(serve["enforce_eager"]))
-
 
 def chat_prompt(tok, messages):
     """The chat template applied (as the server does), as text and token ids."""

@@ -1,7 +1,7 @@
 """LoRA SFT: adapters on the attention and MLP projections, trained on the chat-formatted
 train set (loss on assistant tokens only), then merged into full weights.
 
-    python -m workflow_scripts.sft --model DIR --train sft_train.jsonl --val sft_val.jsonl \
+    python -m workflow_scripts.stages.sft --model DIR --train sft_train.jsonl --val sft_val.jsonl \
         --recipe JSON --out DIR
 
 Recipe: lora_r, lora_alpha, lora_dropout, target_modules, learning_rate, epochs, max_steps,
@@ -14,16 +14,22 @@ from __future__ import annotations
 
 from workflow_scripts.common import (
     SEED,
-    StageError, check_full_precision, limit_threads, load_model, parse_recipe, run_cli, save_model,
-    set_seed, stage_args,
+    StageError,
+    check_full_precision,
+    limit_threads,
+    load_model,
+    parse_recipe,
+    run_cli,
+    save_model,
+    set_seed,
+    stage_args,
 )
-from workflow_scripts.steps import STEP_REQUIRED
-from workflow_scripts.training import train_with_val_loss
-
+from workflow_scripts.planning.steps import STEP_REQUIRED
+from workflow_scripts.stages.training import train_with_val_loss
 
 
 def parse_args(argv):
-    return stage_args(argv, "workflow_scripts.sft", __doc__,
+    return stage_args(argv, "workflow_scripts.stages.sft", __doc__,
                       model="parent model folder (full precision)",
                       train="sft_train.jsonl", val="sft_val.jsonl")
 

@@ -1,7 +1,7 @@
 """Data preparation: every set loaded with `datasets.load_dataset` (a hub id, or a local file
 that overrides it) and normalized into the JSONL schema of docs/data.md.
 
-    python -m workflow_scripts.data --spec JSON --out results/data
+    python -m workflow_scripts.stages.data --spec JSON --out results/data
 
 spec: {"data": <config data:>, "benchmarks": <config benchmarks:>, "seed": 42}. With
 data.generate_demo the demo generator first writes its raw files (the folder of the local
@@ -16,8 +16,8 @@ import random
 import tempfile
 from pathlib import Path
 
-from workflow_scripts.demo import data as demo_data
 from workflow_scripts.common import SEED, AtomicWriter, StageError, first_line, parse_recipe, run_cli
+from workflow_scripts.demo import data as demo_data
 
 # Builders of datasets.load_dataset for local files, by suffix.
 BUILDERS = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv", ".arrow": "arrow"}

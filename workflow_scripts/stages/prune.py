@@ -14,7 +14,7 @@ The first and the last layer are always kept. The kept layers are re-indexed
 match, so transformers and vLLM load the result as a plain, shallower Exaone4ForCausalLM.
 prune.json beside the weights records the scores and the choice.
 
-    python -m workflow_scripts.prune --model DIR --calib results/data/calib.jsonl \
+    python -m workflow_scripts.stages.prune --model DIR --calib results/data/calib.jsonl \
         --recipe '{"keep_layers": 28, "metric": "block_influence"}' --out DIR
 """
 from __future__ import annotations
@@ -22,7 +22,6 @@ from __future__ import annotations
 import math
 import time
 
-from workflow_scripts.chat_data import calibration_set
 from workflow_scripts.common import (
     SEED,
     StageError,
@@ -35,7 +34,8 @@ from workflow_scripts.common import (
     set_seed,
     stage_args,
 )
-from workflow_scripts.steps import STEP_CHOICES, STEP_REQUIRED
+from workflow_scripts.planning.steps import STEP_CHOICES, STEP_REQUIRED
+from workflow_scripts.stages.chat_data import calibration_set
 
 METRICS = STEP_CHOICES[("prune", "metric")]
 DEFAULT_SAMPLES = 128
@@ -44,7 +44,7 @@ DEFAULT_BATCH = 8
 
 
 def parse_args(argv):
-    return stage_args(argv, "workflow_scripts.prune", __doc__,
+    return stage_args(argv, "workflow_scripts.stages.prune", __doc__,
                       model="input model folder (Hugging Face format)",
                       calib="calibration conversations (prepared JSONL)")
 

@@ -1,7 +1,7 @@
 """Would the deployment target load this model folder? Run by the target env's interpreter
 (config `target.python`), whose transformers and compressed-tensors are the target's own releases.
 
-    <target python> -m workflow_scripts.target_check --model DIR --target JSON [--out FILE]
+    <target python> -m workflow_scripts.shipping.target_check --model DIR --target JSON [--out FILE]
 
 --target: config `target` (its `transformers` and `compressed_tensors` versions are checked
 against this interpreter's, so a check in the wrong runtime cannot pass for the right one).

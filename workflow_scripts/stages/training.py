@@ -13,8 +13,8 @@ from __future__ import annotations
 import tempfile
 import time
 
-from workflow_scripts.chat_data import IGNORE, chat_dataset, collate
 from workflow_scripts.common import SEED, StageError, read_jsonl
+from workflow_scripts.stages.chat_data import IGNORE, chat_dataset, collate
 
 
 def chat_sets(tok, train_path, val_path, max_len):

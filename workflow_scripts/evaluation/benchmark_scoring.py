@@ -2,7 +2,7 @@
 score (answers.py does the parsing), and the benchmark's entry of the metrics JSON. Stdlib only."""
 from __future__ import annotations
 
-from workflow_scripts import answers
+from workflow_scripts.evaluation import answers
 
 # What each benchmark kind is scored by (the metrics JSON names it).
 METRIC_OF_KIND = {"mcqa": "accuracy", "longqa": "f1", "mtbench": "judge_score"}

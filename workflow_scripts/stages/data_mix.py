@@ -1,7 +1,7 @@
 """Which conversations a training recipe (sft, post_sft, kd) trains on: its `data` key.
 
     data: sft                          # the default: results/data/sft_train.jsonl
-    data: teacher                      # results/data/teacher/<teacher>.jsonl (workflow_scripts.teacher)
+    data: teacher                      # results/data/teacher/<teacher>.jsonl (workflow_scripts.stages.teacher)
     data:                              # a mix: each source's rows, times its weight
       - {source: sft, weight: 0.5}     #   a seeded half of the SFT rows
       - {source: teacher, weight: 2}   #   every teacher row twice
@@ -13,7 +13,7 @@ measured on the same held-out set, so a teacher-data lane shows whether it paid 
 
 A single source is used as is; a mix is written by rule mix_data:
 
-    python -m workflow_scripts.data_mix --spec JSON --sft sft_train.jsonl --teacher T.jsonl --out mix.jsonl
+    python -m workflow_scripts.stages.data_mix --spec JSON --sft sft_train.jsonl --teacher T.jsonl --out mix.jsonl
 
 Stdlib only: config.py imports it at parse time.
 """

@@ -1,7 +1,7 @@
 """Evaluate one model as the contest server does: vLLM, chat template, greedy decoding, seed 42;
 accuracy per benchmark, seconds per generated token, size, memory (docs/metrics.md).
 
-    <serve python> -m workflow_scripts.evaluate --model DIR --lane NAME --chain JSON \
+    <serve python> -m workflow_scripts.evaluation.evaluate --model DIR --lane NAME --chain JSON \
         --bench-dir results/data/bench --spec JSON --out results/metrics/<lane>.json \
         --items results/metrics/<lane>.items.jsonl [--reference BASE_DIR] [--speed-only]
 
@@ -31,17 +31,12 @@ import tempfile
 from collections import deque
 from pathlib import Path
 
-from workflow_scripts import vllm_cpu
-from workflow_scripts.benchmark_scoring import METRIC_OF_KIND, score_rows
+from workflow_scripts import REPO
 from workflow_scripts.common import StageError, check_model_dir, root_cause, run_cli, write_json, write_jsonl
-from workflow_scripts.eval_worker import detect_device, effective_max_model_len, load_benchmarks, serve_settings
-from workflow_scripts.serve_formats import quant_summary, unsupported_reason
-
-PACKAGE_ROOT = Path(__file__).resolve().parent.parent
-
-
-def vllm_version():
-    return vllm_cpu.serve_distribution()[1]
+from workflow_scripts.evaluation.benchmark_scoring import METRIC_OF_KIND, score_rows
+from workflow_scripts.evaluation.engine import detect_device, effective_max_model_len, serve_settings, vllm_version
+from workflow_scripts.evaluation.eval_worker import load_benchmarks
+from workflow_scripts.evaluation.serve_formats import quant_summary, unsupported_reason
 
 
 def folder_bytes(path) -> int:
@@ -51,14 +46,14 @@ def folder_bytes(path) -> int:
 # --- run the workers, score, write the metrics ------------------------------------------------
 
 def run_worker(kind, model, spec_json, work: Path, extra=()):
-    """Run `python -m workflow_scripts.eval_worker KIND` with its output copied to ours.
+    """Run `python -m workflow_scripts.evaluation.eval_worker KIND` with its output copied to ours.
     Returns (exit code, whether its engine had started, the last lines it printed)."""
     state = work / f"{kind}.state"
-    cmd = [sys.executable, "-m", "workflow_scripts.eval_worker", kind, "--model", str(model),
+    cmd = [sys.executable, "-m", "workflow_scripts.evaluation.eval_worker", kind, "--model", str(model),
            "--spec", spec_json, "--state", str(state), "--out", str(work / f"{kind}.json"), *extra]
     tail, pending = deque(maxlen=300), b""
     # The package root on PYTHONPATH so that `-m workflow_scripts...` resolves from any directory.
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(PACKAGE_ROOT), os.environ.get("PYTHONPATH")]))}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
     out = sys.stdout.buffer
     while chunk := proc.stdout.read1(1 << 16):

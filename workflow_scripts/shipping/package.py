@@ -1,8 +1,8 @@
 """Package the top-k lanes as submissions, each through a gate in the deployment target's runtime.
 
-    python -m workflow_scripts.package --summary results/summary.csv --models-dir results/models \
+    python -m workflow_scripts.shipping.package --summary results/summary.csv --models-dir results/models \
         --spec JSON --out results/submissions [--skip-serve-check]
-    <serve python> -m workflow_scripts.package --serve-check DIR [--spec JSON]
+    <serve python> -m workflow_scripts.shipping.package --serve-check DIR [--spec JSON]
 
 --spec: config `package` (top_k), `target` (python, library versions, max_zip_gb,
 max_unpacked_gb) and `serve` (python, max_model_len, gpu_memory_utilization, kv_cache_space_gib, seed).
@@ -11,7 +11,7 @@ The scored lanes (not the base) are walked in Score order. Each candidate's mode
 zipped as OUT/submit_top{k}.zip (model/ at the zip root), the zip is unpacked to OUT/top{k}/model
 and that unpacked copy must pass the gate:
   size    the zip <= target.max_zip_gb and the unpacked model <= target.max_unpacked_gb (GB = 1e9 bytes);
-  target  workflow_scripts.target_check in target.python, an env holding the target's own
+  target  workflow_scripts.shipping.target_check in target.python, an env holding the target's own
           transformers and compressed-tensors: static checks of the server's pitfalls, then load
           with local_files_only and greedy chat generation;
   serve   the serve env's vLLM starts on it and generates from a chat-templated prompt
@@ -39,10 +39,10 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from workflow_scripts import vllm_cpu
+from workflow_scripts import REPO
 from workflow_scripts.common import TOKENIZER_FILES, StageError, check_model_dir, root_cause, run_cli
+from workflow_scripts.evaluation import engine
 
-REPO = Path(__file__).resolve().parent.parent
 GB = 1e9
 # What a model folder needs to load and serve; a stage's own side files (quantize.json,
 # sft_metrics.json, recipe.yaml, ...) stay behind.
@@ -145,7 +145,7 @@ def gate_target(model_dir, spec):
     """(None or the target's reason to reject the folder, the target check's verdict JSON).
     A target env that is not the target's runtime is a StageError: no lane could pass."""
     target = spec["target"]
-    cmd = [str(interpreter(target.get("python"), "target.python")), "-m", "workflow_scripts.target_check",
+    cmd = [str(interpreter(target.get("python"), "target.python")), "-m", "workflow_scripts.shipping.target_check",
            "--model", str(Path(model_dir).resolve()), "--target", json.dumps(target)]
     code, stdout, lines = run_check(cmd, TARGET_CHECK_TIMEOUT_S, "target check")
     if code is None:
@@ -160,7 +160,7 @@ def gate_target(model_dir, spec):
 def gate_serve(model_dir, spec):
     """None when the serve env's vLLM generates from the model (subprocess), else why not."""
     cmd = [str(interpreter((spec.get("serve") or {}).get("python"), "serve.python")), "-m",
-           "workflow_scripts.package", "--serve-check", str(Path(model_dir).resolve()), "--spec", json.dumps(spec)]
+           "workflow_scripts.shipping.package", "--serve-check", str(Path(model_dir).resolve()), "--spec", json.dumps(spec)]
     code, _, lines = run_check(cmd, SERVE_CHECK_TIMEOUT_S, "vLLM serve check")
     if code == 0:
         print(f"  serve: {next((l for l in reversed(lines) if l.startswith('serve check')), 'ok')}")
@@ -174,7 +174,7 @@ def gate_serve(model_dir, spec):
 def serve_runtime(spec):
     """Which vLLM the serve check runs, beside the target's (the manifest says so)."""
     code, stdout, _ = run_check([str(interpreter((spec.get("serve") or {}).get("python"), "serve.python")),
-                                 "-c", "from workflow_scripts.vllm_cpu import serve_distribution\n"
+                                 "-c", "from workflow_scripts.evaluation.engine import serve_distribution\n"
                                  "dist, version = serve_distribution()\n"
                                  "if dist: print(dist, version)"], 60, "vLLM version")
     found = stdout.strip() if code == 0 and stdout.strip() else "unknown"
@@ -184,17 +184,13 @@ def serve_runtime(spec):
 
 def serve_check(model_dir, spec):
     """Serve env: start vLLM on the model, generate a few tokens from a chat prompt. 0 = ok."""
-    from workflow_scripts.eval_worker import effective_max_model_len, serve_settings
-
     model_dir = Path(model_dir)
     check_model_dir(model_dir)
-    serve = serve_settings(spec or {})  # the validated config's values: no defaults of our own
-    vllm_cpu.configure(serve)
-    from vllm import LLM, SamplingParams
+    serve = engine.serve_settings(spec or {})  # the validated config's values: no defaults of our own
+    # A check, not a benchmark: eager (no graph capture).
+    llm = engine.start_engine(model_dir, {**serve, "enforce_eager": True})
+    from vllm import SamplingParams
 
-    # A check, not a benchmark: eager (no graph capture), the context capped at the model's.
-    llm = LLM(model=str(model_dir), max_model_len=effective_max_model_len(model_dir, serve), enforce_eager=True,
-              gpu_memory_utilization=serve["gpu_memory_utilization"], seed=serve["seed"])
     out = llm.chat([{"role": "user", "content": SERVE_CHECK_PROMPT}],
                    SamplingParams(max_tokens=8, temperature=0.0), use_tqdm=False)
     generated = out[0].outputs[0]

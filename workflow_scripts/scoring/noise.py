@@ -28,7 +28,7 @@ from __future__ import annotations
 import math
 import statistics
 
-from workflow_scripts.score import SPEED_KEYS, _number
+from workflow_scripts.scoring.score import SPEED_KEYS, _number
 
 RUNS_KEYS = {"server": "server_runs_sec_per_token", "micro": "micro_runs_sec_per_token",
              "paired": "paired_ratio_runs"}
