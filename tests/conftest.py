@@ -129,7 +129,7 @@ def run_training_stage(module, model, data, out, recipe):
     """`python -m workflow_scripts.<module>` on the train/val sets of `data`, one thread."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     return subprocess.run(
-        [sys.executable, "-m", f"workflow_scripts.{module}", "--model", str(model),
+        [sys.executable, "-m", f"workflow_scripts.stages.{module}", "--model", str(model),
          "--train", str(data / "sft_train.jsonl"), "--val", str(data / "sft_val.jsonl"),
          "--recipe", json.dumps(recipe), "--out", str(out)],
         capture_output=True, text=True, env=env, cwd=REPO,
