@@ -52,6 +52,10 @@ def extra_layer_type(doc):
     doc["layer_types"] = doc["layer_types"] + ["full_attention"]
 
 
+def unknown_family(doc):
+    doc["model_type"] = "gpt_neox"
+
+
 def kv_cache_scheme(doc):
     doc["quantization_config"]["kv_cache_scheme"] = {"num_bits": 8, "type": "float", "strategy": "tensor",
                                                      "dynamic": False, "symmetric": True}
@@ -68,7 +72,9 @@ BROKEN = {
     "actorder_on_channel_w8a8": ("w8a8_gptq", dict(config=actorder_on_channels),
                                  "quantization_config", "does not validate in compressed-tensors"),
     "layer_types_too_long": ("base", dict(config=extra_layer_type),
-                             "layer_types", "layer_types has 5 entries but num_hidden_layers is 4"),
+                             "architecture", "layer_types has 5 entries but num_hidden_layers is 4"),
+    "unknown_family": ("base", dict(config=unknown_family), "architecture",
+                       "model_type 'gpt_neox' is not a supported family; supported: exaone4, llama, mistral"),
     "kv_cache_scheme": ("w4a16", dict(config=kv_cache_scheme), "kv_cache_scheme", "kv_cache_scheme"),
     "tied_embedding_twice": ("base", dict(tensors=lambda t: {"lm_head.weight": t["model.embed_tokens.weight"].clone()}),
                              "tied_embedding", "stored beside model.embed_tokens.weight"),

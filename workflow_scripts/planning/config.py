@@ -16,7 +16,8 @@ from pathlib import Path
 import yaml
 
 from workflow_scripts import REPO
-from workflow_scripts.planning.models_policy import check_models
+from workflow_scripts.planning.families import UnknownFamily, family, model_type_of
+from workflow_scripts.planning.models_policy import check_models, load_registry
 from workflow_scripts.planning.schema import ConfigError, validate
 from workflow_scripts.planning.steps import STEP_CHOICES, STEP_REQUIRED
 from workflow_scripts.planning.sweeps import expand_sweeps
@@ -183,6 +184,34 @@ def base_layers(config):
     return KNOWN_BASE_LAYERS.get(base.get("hub_id"))
 
 
+def base_model_type(config):
+    """(model_type, the config key it comes from) of the base model, or (None, None) when only the
+    first stage can tell (a hub model the registry gives no model_type)."""
+    base = config["base"]
+    if base["source"] == "demo":
+        return base["demo"]["model_type"], "base.demo.model_type"
+    local = base.get("local_path")
+    if local and Path(local).is_dir():
+        return model_type_of(local), "base.local_path"
+    entry = load_registry(config["models_policy"]["registry"]).get(base.get("hub_id")) or {}
+    return entry.get("model_type"), "base.hub_id"
+
+
+def _check_family(config_file, config):
+    """The base is of a supported family, and the target can ship it."""
+    model_type, key = base_model_type(config)
+    if model_type is None:
+        return
+    try:
+        fam = family(model_type)
+    except UnknownFamily as e:
+        raise ConfigError(config_file, key, str(e)) from None
+    if config["target"]["name"] == "contest" and not fam.contest:
+        raise ConfigError(config_file, "target.name", f"the contest target takes EXAONE-4.0 models only (its "
+                          f"rules fix the base), and the base is {model_type}: use target.name serve, your own "
+                          f"vLLM (docs/target.md)")
+
+
 def _check_prompt_template(config_file, name, bench):
     """mcqa/longqa prompts are built from a template of prompts.py; mtbench sends its turns as
     they are, so a template there would do nothing."""
@@ -307,6 +336,7 @@ def load_plan(config: dict, config_file="config") -> Plan:
     _check_teacher(config_file, config, recipes, selected)
 
     check_models(config, config_file)
+    _check_family(config_file, config)
     return Plan(config=config, recipes=recipes, lanes=selected, all_lanes=all_lanes, sweeps=sweeps)
 
 

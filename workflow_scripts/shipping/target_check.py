@@ -11,7 +11,8 @@ Static checks first, each a one-line reason, for the server pitfalls a CPU canno
   quantization_config  validates in the target compressed-tensors
   lm_head / embedding  neither is quantized (vLLM 0.14.1 loads neither quantized)
   kv_cache_scheme      unset
-  layer_types          one entry per hidden layer (pruning must shorten it)
+  architecture         a supported family; its per-layer lists (layer_types) and window count
+                       (max_window_layers) match num_hidden_layers (pruning must rewrite them)
   tied embedding       stored once
 then, when they pass, the load: AutoTokenizer + AutoModelForCausalLM with local_files_only and
 greedy generation from a chat-templated prompt.
@@ -19,7 +20,7 @@ greedy generation from a chat-templated prompt.
 Writes (and prints) {"ok", "reason", "checks": {name: "ok" | reason}, "versions", "generated"}.
 Exit 0 whenever a verdict was reached (a rejected model is a verdict); 2 when the interpreter is
 not the target's runtime or the folder is not a model. Top-level imports are the standard library
-and workflow_scripts.common only: this runs in an env that holds nothing but the target's libraries.
+and workflow_scripts' stdlib-only modules (common, planning.families): this runs in an env that holds nothing but the target's libraries.
 """
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from workflow_scripts.common import StageError, check_model_dir, first_line, parse_recipe, run_cli, write_json
+from workflow_scripts.planning.families import UnknownFamily, family
 
 PROMPT = "Hello! Please introduce yourself in one sentence."
 NEW_TOKENS = 8
@@ -157,10 +159,22 @@ def check_kv_cache_scheme(folder):
     return None
 
 
-def check_layer_types(folder):
-    types, n = folder.config.get("layer_types"), folder.config.get("num_hidden_layers")
-    if types is not None and len(types) != n:
-        return f"config.json: layer_types has {len(types)} entries but num_hidden_layers is {n}"
+def check_architecture(folder):
+    """A supported family (planning/families.py) whose per-layer config lists and window count
+    match num_hidden_layers: pruning must rewrite them, and a longer list fails to load."""
+    cfg = folder.config
+    try:
+        fam = family(cfg.get("model_type"))
+    except UnknownFamily as e:
+        return f"config.json: {e}"
+    n = cfg.get("num_hidden_layers")
+    for key in fam.per_layer_config:
+        if cfg.get(key) is not None and len(cfg[key]) != n:
+            return f"config.json: {key} has {len(cfg[key])} entries but num_hidden_layers is {n}"
+    if fam.window_layers and (cfg.get(fam.window_layers) or 0) > n:
+        return f"config.json: {fam.window_layers} is {cfg[fam.window_layers]} but num_hidden_layers is {n}"
+    if fam.qkv_bias and not any(k.endswith("self_attn.q_proj.bias") for k in folder.tensors):
+        return f"{cfg['model_type']} has q/k/v biases, but no self_attn.q_proj.bias is stored"
     return None
 
 
@@ -176,7 +190,7 @@ STATIC_CHECKS = {
     "quantization_config": check_quantization_config,
     "lm_head_embedding": check_head_and_embedding,
     "kv_cache_scheme": check_kv_cache_scheme,
-    "layer_types": check_layer_types,
+    "architecture": check_architecture,
     "tied_embedding": check_tied_embedding,
 }
 

@@ -18,14 +18,24 @@ from workflow_scripts.common import (
     write_model_dir,
 )
 from workflow_scripts.demo.model import build_demo
+from workflow_scripts.planning.families import UnknownFamily, family_of
 
 # --- hub base model ------------------------------------------------------------------------
+
+def check_family(folder, name):
+    """A base of an unsupported architecture stops here, before any lane starts from it."""
+    try:
+        family_of(folder)
+    except UnknownFamily as e:
+        raise StageError(f"base model {name}: {e}") from None
+
 
 def fetch_hub(base, out):
     """The real base model: a copy of base.local_path, or a hub snapshot (hub_id, revision)."""
     local = base.get("local_path")
     if local:
         check_model_dir(local)
+        check_family(local, local)
         write_model_dir(out, lambda tmp: shutil.copytree(local, tmp, dirs_exist_ok=True))
         return
 
@@ -36,6 +46,7 @@ def fetch_hub(base, out):
             snapshot_download(repo_id=base["hub_id"], revision=base.get("revision") or "main", local_dir=tmp)
         except Exception as e:  # noqa: BLE001 - network, auth, unknown id or revision
             raise StageError(f"base model {base['hub_id']}: cannot be downloaded ({first_line(e)})") from None
+        check_family(tmp, base["hub_id"])
 
     write_model_dir(out, download)
 

@@ -30,6 +30,7 @@ from workflow_scripts.common import (
     staged_output,
     write_json,
 )
+from workflow_scripts.planning.families import family
 from workflow_scripts.planning.steps import STEP_REQUIRED
 from workflow_scripts.stages.training import train_with_val_loss
 
@@ -70,12 +71,13 @@ def load_dequantized(model_dir):
 
 
 def norms_only(model) -> list:
-    """Freeze everything but the RMSNorm weights; return the names of those weights."""
+    """Freeze everything but the family's RMSNorm weights (QK-norms included); return their names."""
+    norm = family(model.config.model_type).norm
     for p in model.parameters():
         p.requires_grad_(False)
     names = []
     for mod_name, module in model.named_modules():
-        if type(module).__name__.endswith("RMSNorm") and getattr(module, "weight", None) is not None:
+        if type(module).__name__ == norm and getattr(module, "weight", None) is not None:
             module.weight.requires_grad_(True)
             names.append(f"{mod_name}.weight")
     return names

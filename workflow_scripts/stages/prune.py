@@ -10,8 +10,9 @@ calibration conversations (mean over every non-pad token):
   with the smallest distance is dropped.
 
 The first and the last layer are always kept. The kept layers are re-indexed
-(model.layers.0..k-1, self_attn.layer_idx) and config.num_hidden_layers / layer_types are cut to
-match, so transformers and vLLM load the result as a plain, shallower Exaone4ForCausalLM.
+(model.layers.0..k-1, self_attn.layer_idx) and config.num_hidden_layers, the family's per-layer
+lists (layer_types) and window counts (max_window_layers) are cut to match, so transformers and
+vLLM load the result as a plain, shallower model of the same architecture.
 prune.json beside the weights records the scores and the choice.
 
     python -m workflow_scripts.stages.prune --model DIR --calib results/data/calib.jsonl \
@@ -34,6 +35,7 @@ from workflow_scripts.common import (
     set_seed,
     stage_args,
 )
+from workflow_scripts.planning.families import family, pruned_config
 from workflow_scripts.planning.steps import STEP_CHOICES, STEP_REQUIRED
 from workflow_scripts.stages.chat_data import calibration_set
 
@@ -132,21 +134,22 @@ def choose_dropped(metric, bi, angular, n_layers, n_drop):
 
 
 def drop_layers(model, kept):
-    """Keep only the decoder layers `kept` (in order), re-indexed 0..k-1, config to match."""
+    """Keep only the decoder layers `kept` (in order), re-indexed 0..k-1, config to match
+    (the family's per-layer lists and window counts: planning/families.py)."""
     import torch
 
     cfg = model.config
-    types = list(cfg.layer_types)
-    kept_types = [types[i] for i in kept]
+    fam = family(cfg.model_type)
+    types = list(getattr(cfg, "layer_types", None) or [])
     # EXAONE 4 hybrids use NoPE on global layers only when sliding layers exist; vLLM decides that
     # from layer_types, transformers from sliding_window, so they would disagree without any.
-    if "sliding_attention" in types and "sliding_attention" not in kept_types:
+    if "sliding_attention" in types and "sliding_attention" not in [types[i] for i in kept]:
         raise StageError("pruning would remove every sliding-attention layer of a hybrid model")
     model.model.layers = torch.nn.ModuleList([model.model.layers[i] for i in kept])
     for new_idx, layer in enumerate(model.model.layers):
         layer.self_attn.layer_idx = new_idx  # the KV cache slot it writes during generation
-    cfg.num_hidden_layers = len(kept)
-    cfg.layer_types = kept_types
+    for key, value in pruned_config(cfg.to_dict(), kept, fam).items():
+        setattr(cfg, key, value)
     return model
 
 

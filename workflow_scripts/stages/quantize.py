@@ -36,6 +36,7 @@ from workflow_scripts.common import (
     staged_output,
     write_json,
 )
+from workflow_scripts.planning.families import family_of
 from workflow_scripts.planning.steps import STEP_CHOICES
 from workflow_scripts.stages.chat_data import calibration_set
 
@@ -85,6 +86,15 @@ def make_modifier(recipe, scheme, ignore=IGNORE):
         return GPTQModifier(config_groups=groups, ignore=list(ignore),
                             dampening_frac=float(recipe.get("dampening_frac", 0.01)))
     return QuantizationModifier(config_groups=groups, ignore=list(ignore))
+
+
+def calibration_kwargs(model_dir, ds, max_len) -> dict:
+    """oneshot's calibration arguments: the data, and the family's decoder layer as the unit the
+    sequential pipeline calibrates one at a time (none for a data-free scheme)."""
+    if not ds:
+        return {}
+    return dict(dataset=ds, num_calibration_samples=len(ds), max_seq_length=max_len,
+                sequential_targets=[family_of(model_dir).decoder_layer])
 
 
 LAYER = re.compile(r"(?:^|\.)layers\.(\d+)\.")  # model.layers.<i>.self_attn.q_proj
@@ -167,8 +177,8 @@ def quantize(model_dir, calib_path, recipe, out, sensitivity=None):
 
     with staged_output(out) as tmp:
         t0 = time.time()
-        kwargs = dict(dataset=ds, num_calibration_samples=len(ds), max_seq_length=max_len) if ds else {}
-        model = oneshot(model=model, recipe=make_modifier(recipe, scheme, ignore), **kwargs)
+        model = oneshot(model=model, recipe=make_modifier(recipe, scheme, ignore),
+                        **calibration_kwargs(model_dir, ds, max_len))
         model.save_pretrained(tmp, save_compressed=True)
         copy_tokenizer(model_dir, tmp)
         info = {

@@ -90,13 +90,13 @@ def quantize_one_layer(model_dir, recipe, layer, ds, max_len, dtype):
     from compressed_tensors.utils import remove_dispatch
     from llmcompressor import oneshot
 
-    from workflow_scripts.stages.quantize import IGNORE, layer_linears, make_modifier, quant_scheme
+    from workflow_scripts.stages.quantize import IGNORE, calibration_kwargs, layer_linears, make_modifier, quant_scheme
 
     model, _ = load_model(model_dir, dtype=dtype, device="cpu")
     others = [name for i, names in layer_linears(model).items() if i != layer for name in names]
-    kwargs = dict(dataset=ds, num_calibration_samples=len(ds), max_seq_length=max_len) if ds else {}
     with gptq_errors() as errors:
-        model = oneshot(model=model, recipe=make_modifier(recipe, quant_scheme(recipe), IGNORE + others), **kwargs)
+        model = oneshot(model=model, recipe=make_modifier(recipe, quant_scheme(recipe), IGNORE + others),
+                        **calibration_kwargs(model_dir, ds, max_len))
     remove_dispatch(model)  # the sequential pipeline may leave offloading hooks behind
     return model, dict(errors)
 
