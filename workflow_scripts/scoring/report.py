@@ -11,7 +11,7 @@ still gets a row, with the log to read. `write_summary` is also what Snakemake's
 calls, with some metrics missing, so it must never fail on a missing or broken lane.
 
 The parts: score (the Score), noise and ranking (intervals, tie-aware rank), traces (logs and
-costs), parse_flags, training, search (the sweeps), tables (csv, md), plot (pareto.png).
+costs), parse_flags, training_column, search (the sweeps), tables (csv, md), plot (pareto.png).
 """
 from __future__ import annotations
 
@@ -27,8 +27,8 @@ from workflow_scripts.scoring.ranking import STATUS_ORDER, add_intervals, noise_
 from workflow_scripts.scoring.score import benchmark_values, number, raw_values, score_row
 from workflow_scripts.scoring.search import search_lines
 from workflow_scripts.scoring.tables import columns, write_csv, write_md
-from workflow_scripts.scoring.traces import last_line, lane_cost, newest_log
-from workflow_scripts.scoring.training import training_cell
+from workflow_scripts.scoring.traces import lane_cost, last_line, newest_log
+from workflow_scripts.scoring.training_column import training_cell
 
 
 def read_metrics(metrics_dir, lane):
