@@ -13,7 +13,6 @@ from typing import Callable
 
 from workflow_scripts.evaluation import answers, prompts
 
-
 # --- mcqa: KMMLU-Pro / KMMLU-Redux ----------------------------------------------------------
 
 def norm_mcqa(row):

@@ -6,7 +6,6 @@ from __future__ import annotations
 from workflow_scripts.evaluation import answers
 from workflow_scripts.evaluation.benchmark_kinds import KINDS
 
-
 # What each benchmark kind is scored by (the metrics JSON names it).
 METRIC_OF_KIND = {name: kind.metric for name, kind in KINDS.items()}
 
