@@ -8,6 +8,7 @@ rule prepare_data:
         calib=DATA / "calib.jsonl",
         corpus=DATA / "corpus.txt",
         bench=expand(DATA / "bench" / "{bench}.jsonl", bench=BENCHMARKS),
+        report=DATA / "data_report.json",  # counts, decontamination, long-QA prompt sources
     params:
         spec=json.dumps({"data": CFG["data"], "benchmarks": CFG["benchmarks"],
                          "seed": CFG["compute"]["seed"]}, sort_keys=True),
