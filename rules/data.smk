@@ -9,8 +9,7 @@ rule prepare_data:
         corpus=DATA / "corpus.txt",
         bench=expand(DATA / "bench" / "{bench}.jsonl", bench=BENCHMARKS),
     params:
-        spec=json.dumps({"data": CFG["data"], "benchmarks": CFG["benchmarks"],
-                         "seed": CFG["compute"]["seed"]}, sort_keys=True),
+        spec=SPECS["prepare_data"],
         cmd=CMD["prepare_data"],
         data=DATA,
     threads: res("prepare_data", "threads")

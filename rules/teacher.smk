@@ -21,7 +21,7 @@ if TEACHER_MODEL:
             data=TEACHER_FILE,
             report=TEACHER_FILE.with_suffix(".report.json"),
         params:
-            spec=json.dumps({"teacher": TEACHER_CFG, "serve": CFG["serve"]}, sort_keys=True),
+            spec=SPECS["teacher_data"],
             docs=f"--documents {TEACHER_DOCS}" if TEACHER_DOCS else "",
             cmd=CMD["teacher_data"],
             # The model input itself when the teacher is a local folder, else the hub id.

@@ -13,7 +13,7 @@ def score_rows(spec, items, rows, ratings=None, judge_note=None):
     entry: accuracy or mean F1 over items, or the mean judge rating over turns (null when there
     is no judge, with the note saying why)."""
     by_id = {str(it["id"]): it for it in items}
-    entry = {"metric": METRIC_OF_KIND[spec["kind"]], "value": None, "n": len(items), "weight": spec.get("weight", 1.0)}
+    entry = {"metric": METRIC_OF_KIND[spec["kind"]], "value": None, "n": len(items)}
     for row in rows:
         item = by_id[str(row["id"])]
         if spec["kind"] == "mcqa":

@@ -198,6 +198,14 @@ def read_metrics(metrics_dir, lane):
         return None, f"metrics file {path} is unreadable ({e})"
 
 
+def with_statistic(read, statistic):
+    """read_metrics' result with the speed figures as speed.statistic of the runs."""
+    metrics, error = read
+    if metrics and metrics.get("speed"):
+        metrics["speed"] = noise.with_statistic(metrics["speed"], statistic)
+    return metrics, error
+
+
 def target_verdict(metrics_dir, lane):
     """The summary's `target` cell: 'ok', or why the deployment target would reject the lane's
     model (workflow_scripts.shipping.target_check wrote METRICS/<lane>.target.json)."""
@@ -600,7 +608,8 @@ def write_summary(lanes, metrics_dir, logs_dir, bench_dir, out_dir, spec, models
     models_dir = Path(models_dir) if models_dir else out_dir / "models"
     out_dir.mkdir(parents=True, exist_ok=True)
     benchmarks = list(spec.get("benchmarks") or {})
-    read = {lane: read_metrics(metrics_dir, lane) for lane in lanes}
+    statistic = (spec.get("speed") or {}).get("statistic", "median")
+    read = {lane: with_statistic(read_metrics(metrics_dir, lane), statistic) for lane in lanes}
     metrics_by_lane = {lane: m for lane, (m, _) in read.items()}
     base = metrics_by_lane.get(BASE)
     if base is not None and (base.get("status") or "ok") != "ok":
