@@ -251,6 +251,17 @@ def _check_teacher(config_file, config, recipes, selected):
         raise ConfigError(config_file, "teacher.documents.file", f"file {file} does not exist")
 
 
+def read_config(path) -> dict:
+    """A config file as the rules see it: schema-validated, with the schema's defaults filled
+    (target: and models_policy: live there). The cross-checks are load_plan's."""
+    try:
+        doc = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError) as e:
+        raise ConfigError(path, "(yaml)", f"not readable YAML: {str(e).splitlines()[0]}") from None
+    validate(doc, "config.schema.yaml", path)
+    return doc
+
+
 def load_plan(config: dict, config_file="config") -> Plan:
     """Validate `config` (a dict, as Snakemake loaded it) and its lanes file; resolve lanes."""
     config = copy.deepcopy(config)
@@ -326,11 +337,7 @@ def main(argv=None):
     ap.add_argument("configfile")
     args = ap.parse_args(argv)
     try:
-        try:
-            doc = yaml.safe_load(Path(args.configfile).read_text())
-        except (OSError, yaml.YAMLError) as e:
-            raise ConfigError(args.configfile, "(yaml)", f"not readable YAML: {str(e).splitlines()[0]}") from None
-        plan = load_plan(doc, args.configfile)
+        plan = load_plan(read_config(args.configfile), args.configfile)
     except ConfigError as e:
         print(f"config error: {e}", file=sys.stderr)
         return 1

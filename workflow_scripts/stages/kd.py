@@ -35,7 +35,6 @@ from workflow_scripts.stages.chat_data import IGNORE
 from workflow_scripts.stages.training import chat_sets, eval_batches, fit
 
 
-
 def parse_args(argv):
     return stage_args(argv, "workflow_scripts.stages.kd", __doc__,
                       student="the pruned model folder (trained)",

@@ -37,7 +37,6 @@ from workflow_scripts.planning.steps import load_recipe, with_defaults
 from workflow_scripts.stages.chat_data import calibration_set
 
 
-
 def parse_args(argv):
     return stage_args(argv, "workflow_scripts.stages.prune", __doc__,
                       model="input model folder (Hugging Face format)",
