@@ -10,8 +10,7 @@ rule prepare_data:
         bench=expand(DATA / "bench" / "{bench}.jsonl", bench=BENCHMARKS),
         report=DATA / "data_report.json",  # counts, decontamination, long-QA prompt sources
     params:
-        spec=json.dumps({"data": CFG["data"], "benchmarks": CFG["benchmarks"],
-                         "seed": CFG["compute"]["seed"]}, sort_keys=True),
+        spec=SPECS["prepare_data"],
         cmd=CMD["prepare_data"],
         data=DATA,
     threads: res("prepare_data", "threads")

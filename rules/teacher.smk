@@ -22,8 +22,7 @@ if TEACHER_MODEL:
             data=TEACHER_FILE,
             report=TEACHER_FILE.with_suffix(".report.json"),
         params:
-            spec=json.dumps({"teacher": TEACHER_CFG, "serve": CFG["serve"], "benchmarks": CFG["benchmarks"],
-                             "decontamination": CFG["data"]["decontamination"]}, sort_keys=True),
+            spec=SPECS["teacher_data"],
             bench_dir=DATA / "bench",
             docs=f"--documents {TEACHER_DOCS}" if TEACHER_DOCS else "",
             cmd=CMD["teacher_data"],

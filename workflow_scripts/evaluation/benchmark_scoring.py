@@ -19,7 +19,7 @@ def score_rows(spec, items, rows, ratings=None, judge_note=None):
     for row in rows:
         kind.score(row, by_id[str(row["id"])], ratings)
     value, note = kind.value(rows)
-    entry = {"metric": kind.metric, "value": value, "n": len(items), "weight": spec.get("weight", 1.0)}
+    entry = {"metric": kind.metric, "value": value, "n": len(items)}
     if judge_note or note:
         entry["note"] = judge_note or note
     # Share of responses with an answer found (of judge responses with a rating; null without a judge).

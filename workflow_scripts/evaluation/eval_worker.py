@@ -8,7 +8,7 @@ free memory between engines). Run by workflow_scripts.evaluation.evaluate, in th
 generate: every benchmark's generations once (the answers, and the engine's warm-up), then the
 same generations timed speed.repeats times and the micro-benchmark speed.micro_repeats times
 (with speed.score_uses: paired, each micro run paired with one of the --reference model in a second
-engine); each figure is speed.statistic of its runs. judge: a 1-10 rating per (conversation,
+engine); each figure is the median of its runs (the report re-derives them by speed.statistic). judge: a 1-10 rating per (conversation,
 turn). --state says "started" once the engine is up, so the caller can tell a model vLLM cannot
 load from a later crash.
 """
@@ -206,7 +206,8 @@ def worker_generate(args) -> int:
     micro, reference_micro = micro_benchmark(llm, tok, spec["speed"], seed, reference)
     tokens = sum(r["tokens"] for r in rows)
     server = [s for s in server if s]
-    statistic = spec["speed"]["statistic"]
+    # The file's own figures are medians; speed.statistic is the report's (scoring/noise.py with_statistic).
+    statistic = "median"
     speed = {"statistic": statistic,
              "server_sec_per_token": noise.figure(server, statistic) if server else None,
              "server_runs_sec_per_token": server,

@@ -60,6 +60,17 @@ def median_ranks(n):
     return j, coverage(j) if n > 1 else 0.0
 
 
+def with_statistic(speed, statistic):
+    """A metrics file's `speed` with each figure re-derived as `statistic` of its runs: the
+    statistic is a scoring setting (the report's, not a rerun trigger of the evaluations)."""
+    out = {**speed, "statistic": statistic}
+    for uses, key in RUNS_KEYS.items():
+        runs = [v for v in map(number, speed.get(key) or []) if v is not None and v > 0]
+        if runs:
+            out[SPEED_KEYS[uses]] = figure(runs, statistic)
+    return out
+
+
 def median_interval(runs):
     """The distribution-free confidence interval of the median (median_ranks): [min, max] up to
     8 runs, then narrower (the 22nd..39th of 60)."""

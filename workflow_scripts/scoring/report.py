@@ -21,6 +21,7 @@ from pathlib import Path
 
 from workflow_scripts.common import StageError, run_cli
 from workflow_scripts.planning.config import BASE, chain_dir
+from workflow_scripts.scoring import noise
 from workflow_scripts.scoring.parse_flags import parse_flag, parse_rates
 from workflow_scripts.scoring.plot import plot_pareto
 from workflow_scripts.scoring.ranking import STATUS_ORDER, add_intervals, noise_lines, rank_rows, speed_reference
@@ -40,6 +41,14 @@ def read_metrics(metrics_dir, lane):
         return json.loads(path.read_text()), None
     except (OSError, json.JSONDecodeError) as e:
         return None, f"metrics file {path} is unreadable ({e})"
+
+
+def with_statistic(read, statistic):
+    """read_metrics' result with the speed figures as speed.statistic of the runs."""
+    metrics, error = read
+    if metrics and metrics.get("speed"):
+        metrics["speed"] = noise.with_statistic(metrics["speed"], statistic)
+    return metrics, error
 
 
 def target_verdict(metrics_dir, lane):
@@ -107,12 +116,13 @@ def write_summary(lanes, metrics_dir, logs_dir, bench_dir, out_dir, spec, models
     out_dir = Path(out_dir)
     models_dir = Path(models_dir) if models_dir else out_dir / "models"
     out_dir.mkdir(parents=True, exist_ok=True)
-    read = {lane: read_metrics(metrics_dir, lane) for lane in lanes}
+    statistic = (spec.get("speed") or {}).get("statistic", "median")
+    read = {lane: with_statistic(read_metrics(metrics_dir, lane), statistic) for lane in lanes}
     metrics_by_lane = {lane: m for lane, (m, _) in read.items()}
     base = metrics_by_lane.get(BASE)
     if base is not None and (base.get("status") or "ok") != "ok":
         base = None  # a base that did not evaluate cannot be the reference
-    recheck, _ = read_metrics(metrics_dir, f"{BASE}.recheck")
+    recheck, _ = with_statistic(read_metrics(metrics_dir, f"{BASE}.recheck"), statistic)
     recheck = recheck if base is not None else None
     dirs = (metrics_dir, logs_dir, bench_dir)
     rows = [lane_row(lane, list(chain), *read[lane], base, recheck, spec, dirs) for lane, chain in lanes.items()]

@@ -23,14 +23,13 @@ from workflow_scripts.common import (
     check_model_dir,
     limit_threads,
     load_model,
-    parse_recipe,
     run_cli,
     set_seed,
     stage_args,
     staged_output,
     write_json,
 )
-from workflow_scripts.planning.steps import STEP_REQUIRED
+from workflow_scripts.planning.steps import load_recipe
 from workflow_scripts.stages.training import train_with_val_loss
 
 
@@ -113,7 +112,7 @@ def rewrite_tensors(files, new: dict):
 
 def main(argv) -> int:
     args = parse_args(argv)
-    recipe = parse_recipe(args.recipe, STEP_REQUIRED["post_sft"], "post_sft")
+    recipe = load_recipe(args.recipe, "post_sft")
     files = check_quantized(args.model)
     set_seed(recipe.get("seed", SEED))
     limit_threads()
