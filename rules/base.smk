@@ -7,7 +7,7 @@ rule base_model:
     output:
         directory(MODELS / "base"),
     params:
-        spec=json.dumps({"base": CFG["base"], "compute": CFG["compute"]}, sort_keys=True),
+        spec=SPECS["base_model"],
         cmd=CMD["base_model"],
         data=DATA,
     threads: res("base_model", "threads")

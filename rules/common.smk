@@ -5,6 +5,7 @@ from pathlib import Path
 
 from workflow_scripts.stages import data_mix
 from workflow_scripts.planning.config import ConfigError, chain_dir, kd_teacher, load_plan
+from workflow_scripts.planning.rule_params import rule_specs
 
 _config_file = (list(workflow.overwrite_configfiles) or ["config/config.yaml"])[-1]
 try:
@@ -32,6 +33,10 @@ EVAL_LANES = {"base": [], **PLAN.lanes}
 wildcard_constraints:
     parent=r"base(\.[a-z0-9_]+)*",
     lane=r"[a-z0-9_]+",
+
+
+# Each rule's spec param: only the settings that change its output (planning/rule_params.py).
+SPECS = {rule: json.dumps(spec, sort_keys=True) for rule, spec in rule_specs(PLAN).items()}
 
 
 def recipes_re(step):

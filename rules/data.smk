@@ -8,9 +8,9 @@ rule prepare_data:
         calib=DATA / "calib.jsonl",
         corpus=DATA / "corpus.txt",
         bench=expand(DATA / "bench" / "{bench}.jsonl", bench=BENCHMARKS),
+        report=DATA / "data_report.json",  # counts, decontamination, long-QA prompt sources
     params:
-        spec=json.dumps({"data": CFG["data"], "benchmarks": CFG["benchmarks"],
-                         "seed": CFG["compute"]["seed"]}, sort_keys=True),
+        spec=SPECS["prepare_data"],
         cmd=CMD["prepare_data"],
         data=DATA,
     threads: res("prepare_data", "threads")

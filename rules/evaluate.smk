@@ -14,7 +14,7 @@ rule evaluate:
         metrics=METRICS / "{lane}.json",
         details=METRICS / "{lane}.items.jsonl",
     params:
-        spec=json.dumps({k: CFG.get(k) for k in ("benchmarks", "serve", "speed", "judge")}, sort_keys=True),
+        spec=SPECS["evaluate"],
         chain=lambda w: json.dumps(EVAL_LANES[w.lane]),
         cmd=CMD["evaluate"],
         data=DATA,
@@ -39,7 +39,7 @@ rule speed_recheck:
     output:
         METRICS / "base.recheck.json",
     params:
-        spec=json.dumps({k: CFG.get(k) for k in ("benchmarks", "serve", "speed", "judge")}, sort_keys=True),
+        spec=SPECS["speed_recheck"],
         cmd=CMD["evaluate"],
         data=DATA,
     threads: res("evaluate", "threads")
@@ -61,7 +61,7 @@ rule target_check:
     output:
         METRICS / "{lane}.target.json",
     params:
-        target=json.dumps(CFG["target"], sort_keys=True),
+        target=SPECS["target_check"],
         cmd=CMD["target_check"],
     threads: res("target_check", "threads")
     resources: **rule_resources("target_check")

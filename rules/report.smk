@@ -1,7 +1,7 @@
 # Score every lane against the base, rank, plot, and package the top k as submissions.
 
-# What the summary is computed from (also by the Snakefile's onerror handler); sweeps: the search section.
-REPORT_SPEC = {**{k: CFG.get(k) for k in ("benchmarks", "speed", "target", "package")}, "sweeps": PLAN.sweeps}
+# What the summary is computed from, also by the Snakefile's onerror handler.
+REPORT_SPEC = rule_specs(PLAN)["summary"]
 
 rule summary:
     input:
@@ -14,7 +14,7 @@ rule summary:
         plot=report(RESULTS / "pareto.png", category="Summary"),
     params:
         lanes=json.dumps(EVAL_LANES),
-        spec=json.dumps(REPORT_SPEC, sort_keys=True),
+        spec=SPECS["summary"],
         cmd=CMD["report"],
         models=MODELS,
         results=RESULTS,
@@ -37,7 +37,7 @@ rule package:
     output:
         directory(RESULTS / "submissions"),
     params:
-        spec=json.dumps({k: CFG.get(k) for k in ("package", "serve", "target")}, sort_keys=True),
+        spec=SPECS["package"],
         cmd=CMD["package"],
         models=MODELS,
     threads: res("package", "threads")

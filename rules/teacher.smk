@@ -15,13 +15,15 @@ if TEACHER_MODEL:
     rule teacher_data:
         input:
             prompts=DATA / "sft_train.jsonl",
+            bench=expand(DATA / "bench" / "{bench}.jsonl", bench=BENCHMARKS),  # decontamination
             documents=[TEACHER_DOCS] if TEACHER_DOCS else [],
             model=[TEACHER_LOCAL] if TEACHER_LOCAL else [],
         output:
             data=TEACHER_FILE,
             report=TEACHER_FILE.with_suffix(".report.json"),
         params:
-            spec=json.dumps({"teacher": TEACHER_CFG, "serve": CFG["serve"]}, sort_keys=True),
+            spec=SPECS["teacher_data"],
+            bench_dir=DATA / "bench",
             docs=f"--documents {TEACHER_DOCS}" if TEACHER_DOCS else "",
             cmd=CMD["teacher_data"],
             # The model input itself when the teacher is a local folder, else the hub id.
@@ -35,7 +37,7 @@ if TEACHER_MODEL:
         shell:
             "{params.cmd}.stages.teacher --model {params.teacher_path:q} --teacher-id {params.teacher_id:q} "
             "--prompts {input.prompts} {params.docs} --spec {params.spec:q} --out {output.data} "
-            "--report {output.report} > {log} 2>&1"
+            "--report {output.report} --bench-dir {params.bench_dir} > {log} 2>&1"
 
 
 # A recipe whose data is a weighted list of sources trains on their mix (compress env, seconds).

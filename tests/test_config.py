@@ -84,6 +84,17 @@ CASES = {
     "kd without prune": (bad_lanes(lambda d: d["lanes"].update(k=["kd"])), "lanes.k[0]", "must follow a prune"),
     "sft after quantize": (bad_lanes(lambda d: d["lanes"].update(q=["gptq_w4a16", "sft"])), "lanes.q[1]",
                            "cannot follow a quantize"),
+    "misspelt recipe key": (bad_lanes(lambda d: d["recipes"]["gptq_w4a16"].update(dampening_fracc=0.05)),
+                            "recipes.gptq_w4a16.dampening_fracc",
+                            "unknown key for a quantize step; expected one of ['calibration_mix', "),
+    "misspelt override": (bad_config(lambda c: c["recipe_overrides"]["sft"].update(max_step=5)),
+                          "recipes.sft.max_step", "unknown key for a sft step"),
+    "mistyped recipe key": (bad_lanes(lambda d: d["recipes"]["kd"].update(temperature="2.0")),
+                            "recipes.kd.temperature", "expected int/float, got '2.0'"),
+    "seed in a recipe": (bad_lanes(lambda d: d["recipes"]["prune28"].update(seed=1)),
+                         "recipes.prune28.seed", "unknown key"),
+    "missing required key": (bad_lanes(lambda d: d["recipes"]["sft"].pop("lora_r")),
+                             "recipes.sft.lora_r", "required for a sft step"),
     "bad scheme": (bad_lanes(lambda d: d["recipes"]["gptq_w4a16"].update(scheme="W3A16")),
                    "recipes.gptq_w4a16.scheme", "expected one of"),
     "recipe without step": (bad_lanes(lambda d: d["recipes"]["sft"].pop("step")), "recipes.sft",
@@ -147,3 +158,18 @@ def test_snakemake_rejects_bad_config_before_any_job(tmp_path):
     assert "Traceback" not in out
     assert not (tmp_path / "results").exists()
 
+
+
+def test_stage_recipe_gets_the_declared_defaults_and_rejects_unknown_keys():
+    """The stage side of planning/steps.py: what the rule passes, with defaults filled."""
+    import json
+
+    from workflow_scripts.common import StageError
+    from workflow_scripts.planning.steps import STEPS, load_recipe
+
+    recipe = load_recipe(json.dumps({"scheme": "W8A8", "seed": 7}), "quantize")
+    assert recipe["seed"] == 7 and recipe["scheme"] == "W8A8"
+    assert {k: recipe[k] for k in STEPS["quantize"] if k != "scheme"} == \
+        {k: spec.default for k, spec in STEPS["quantize"].items() if k != "scheme"}
+    with pytest.raises(StageError, match=r"^quantize recipe: dampening_fracc: unknown key for a quantize step"):
+        load_recipe(json.dumps({"scheme": "W8A8", "dampening_fracc": 0.05}), "quantize")

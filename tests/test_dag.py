@@ -1,5 +1,6 @@
 """DAG behaviour through real Snakemake: every lane is listed, shared prefixes are one job,
 and editing one recipe makes exactly the jobs of its lanes stale."""
+import copy
 import re
 import subprocess
 import sys
@@ -88,3 +89,46 @@ def test_cpu_timed_sections_run_alone_in_the_demo():
     jobs = re.findall(r"rule (\w+):\n(?:    .*\n)*?    threads: (\d+)", out)
     timed = [int(t) for rule, t in jobs if rule in ("evaluate", "speed_recheck")]
     assert len(timed) > 2 and set(timed) == {cores}, jobs
+
+
+@pytest.fixture(scope="module")
+def touched_workdir(tmp_path_factory):
+    """The whole demo DAG with every output present and its provenance recorded, without running
+    a job: empty outputs, then `--touch --forceall` (which records each job's params)."""
+    work = tmp_path_factory.mktemp("touched")
+    cfg = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())
+    (work / "cfg.yaml").write_text(yaml.safe_dump(cfg))
+    common = ["--snakefile", str(REPO / "Snakefile"), "--directory", str(work),
+              "--configfile", str(work / "cfg.yaml"), "--cores", "1"]
+    for out in planned_outputs(snakemake(*common, "-n")):
+        path = work / out
+        if out.startswith(f"{DEMO_RESULTS}/models/") or out == f"{DEMO_RESULTS}/submissions":
+            path.mkdir(parents=True, exist_ok=True)  # directory() outputs
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.touch()
+    snakemake(*common, "--touch", "--forceall")
+    assert planned_outputs(snakemake(*common, "-n")) == []
+    return work, common, cfg
+
+
+@pytest.mark.parametrize("edit, rules", [
+    # Scoring-only settings: the summary is recomputed and packaging follows it; nothing is re-evaluated.
+    (lambda c: c["benchmarks"]["demo_mcqa"].update(weight=2.0), {"summary", "package"}),
+    (lambda c: c["speed"].update(statistic="min"), {"summary", "package"}),
+    (lambda c: c["package"].update(top_k=2), {"summary", "package"}),
+    # A setting that changes generations re-evaluates every lane (and what follows), not the data.
+    (lambda c: c["benchmarks"]["demo_mcqa"].update(max_new_tokens=17),
+     {"evaluate", "speed_recheck", "summary", "package"}),
+], ids=["weight", "statistic", "top_k", "max_new_tokens"])
+def test_a_setting_replans_only_the_rules_it_changes(touched_workdir, edit, rules):
+    work, common, cfg = touched_workdir
+    changed = copy.deepcopy(cfg)
+    edit(changed)
+    (work / "cfg.yaml").write_text(yaml.safe_dump(changed))
+    try:
+        out = snakemake(*common, "-n")
+    finally:
+        (work / "cfg.yaml").write_text(yaml.safe_dump(cfg))
+    planned = set(re.findall(r"^rule (\w+):", out, re.M)) - {"all"}
+    assert planned == rules, out[-3000:]

@@ -59,7 +59,8 @@ def test_generator_writes_the_raw_layout_of_the_real_sets(prepared):
     longqa = read_jsonl(raw / "longqa.jsonl")
     assert all(r["answer"] in r["context"] and r["titles"][0] in r["context"] and r["prompt"] for r in longqa)
     mt = read_jsonl(raw / "mtbench.jsonl")
-    assert all(len(r["turns"]) == 2 and (r["reference"] is None or len(r["reference"]) == 2) for r in mt)
+    assert all(len(r["turns"]) == 2 and len(r["reference"]) in (0, 2) for r in mt)
+    assert all(prompts.own_longqa_prompt(r["prompt"]) for r in longqa)  # placeholders, as Ko-LongRAG's
     corpus = (raw / "corpus.txt").read_text(encoding="utf-8").splitlines()
     assert any("입니다" in d for d in corpus) and any(" is " in d for d in corpus)
 
@@ -92,11 +93,16 @@ def test_prepared_files_follow_the_schema(prepared):
                 assert set(it) == {"id", "question", "options", "answer"}
                 assert isinstance(it["answer"], int) and 1 <= it["answer"] <= len(it["options"])
             elif cfg["kind"] == "longqa":
-                assert set(it) == {"id", "context", "question", "answer", "titles"}
+                assert set(it) == {"id", "context", "question", "answer", "titles", "prompt"}
                 assert it["answer"] and isinstance(it["titles"], list)
+                assert prompts.longqa_prompt(it) == prompts.longqa_prompt({**it, "prompt": None})  # demo: same text
             else:
                 assert set(it) == {"id", "category", "turns", "reference"}
-                assert len(it["turns"]) == 2
+                assert len(it["turns"]) == 2 and (it["reference"] is None or len(it["reference"]) == 2)
+    report = json.loads((out / data.REPORT).read_text())
+    assert report["decontamination"]["action"] == "report" and report["decontamination"]["dropped"] == 0
+    assert report["longqa_prompts"] == {"demo_longqa": {"row": spec["benchmarks"]["demo_longqa"]["max_samples"],
+                                                        "template": 0}}
 
 
 def _parse_mcqa_chat(messages):
@@ -142,7 +148,8 @@ def _local_spec(tmp_path, bench_rows, kind="mcqa", suffix=".json"):
     bench.write_text(json.dumps(bench_rows, ensure_ascii=False), encoding="utf-8")
     return {"seed": 42,
             "data": {"generate_demo": False, "calibration": {"num_samples": 5},
-                     "sft": {"dataset": "MANTA-1M", "split": "train", "local_file": str(tmp_path / "manta.jsonl"),
+                     "decontamination": {"action": "drop", "ngram": 13},
+                     "sft": {"dataset": "LGAI-EXAONE/MANTA-1M", "split": "train", "local_file": str(tmp_path / "manta.jsonl"),
                              "field": "conversations", "max_samples": None, "val_fraction": 0.2}},
             "benchmarks": {"kmmlu_redux": {"kind": kind, "dataset": "LGAI-EXAONE/KMMLU-Redux", "split": "test",
                                            "local_file": str(bench), "max_samples": None}}}
@@ -207,3 +214,123 @@ def test_cli_error_is_one_line(tmp_path):
     assert proc.returncode == 2
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("error: benchmark kmmlu_redux") and "'solution'" in last
+
+
+# --- the real sets, in the schemas of their cards (docs/data.md); rows written here ---------
+
+LONGRAG_PROMPT = "문서 제목: {titles}\n\n{context}\n\n위 문서만 보고 답하세요.\n질문: {question}"
+LEAK = ("라모 시의 시장은 지난 봄 새로운 도서관을 열었고 그 도서관에는 오래된 지도와 희귀한 책이 "
+        "많이 모여 있어서 방문객이 끊이지 않았다")  # 17 words of a benchmark context
+
+
+def _card_rows(n_options_pro=5):
+    pro = [{"question": f"전문 자격 문제 {i}번의 정답은?", "options": [f"보기 {k}" for k in range(n_options_pro)],
+            "solution": str(1 + i % n_options_pro), "license_name": "변리사", "subject": "특허법"} for i in range(6)]
+    redux = [{"question": f"기초 문제 {i}번의 정답은?", "options": ["가", "나", "다", "라"], "solution": str(1 + i % 4),
+              "license_name": "기사", "subject": "전기", "category": "STEM"} for i in range(4)]
+    longrag = [{"id": f"klr-{i}", "titles": [f"문서 {i}", f"문서 {i + 1}"], "context": f"{LEAK} 문서 {i}의 본문.",
+                "question": f"문서 {i}의 본문은?", "answer": f"본문 {i}", "prompt": LONGRAG_PROMPT if i else "",
+                "task": "singledocQA" if i % 2 else "multidocQA"} for i in range(3)]
+    komt = [{"question_id": 1, "category": "writing", "turns": ["글을 써 주세요.", "줄여 주세요."], "reference": []},
+            {"question_id": 2, "category": "math", "turns": ["1+2는?", "곱하면?"], "reference": ["3", ""]},
+            {"question_id": 3, "category": "math", "turns": ["2+2는?", "곱하면?"], "reference": ["4", "4"]}]
+    manta = [{"conversations": [{"role": "user", "content": f"질문 {i}"},
+                                {"role": "assistant", "content": f"답 {i}" if i else f"요약: {LEAK}"}]}
+             for i in range(12)]
+    return {"kmmlu_pro": pro, "kmmlu_redux": redux, "ko_longrag": longrag, "komt_bench": komt, "manta": manta}
+
+
+def _write(path, rows):
+    if path.suffix == ".parquet":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        pq.write_table(pa.Table.from_pylist(rows), path)
+    else:
+        path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+
+
+def _card_spec(tmp_path, suffix, action="drop", n_options_pro=5):
+    rows = _card_rows(n_options_pro)
+    for name, r in rows.items():
+        _write(tmp_path / f"{name}{suffix}", r)
+    kinds = {"kmmlu_pro": "mcqa", "kmmlu_redux": "mcqa", "ko_longrag": "longqa", "komt_bench": "mtbench"}
+    real = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    bench = {name: {**real["benchmarks"][name], "local_file": str(tmp_path / f"{name}{suffix}")} for name in kinds}
+    assert {n: b["kind"] for n, b in bench.items()} == kinds
+    sft = {**real["data"]["sft"], "local_file": str(tmp_path / f"manta{suffix}"), "max_samples": None}
+    return {"seed": 42, "benchmarks": bench,
+            "data": {**real["data"], "sft": sft, "calibration": {"num_samples": 4},
+                     "decontamination": {**real["data"]["decontamination"], "action": action}}}
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".parquet"])
+def test_real_set_schemas_are_prepared(tmp_path, suffix):
+    spec = _card_spec(tmp_path, suffix)
+    counts = data.prepare(spec, tmp_path / "out")
+    bench = {n: read_jsonl(tmp_path / "out" / "bench" / f"{n}.jsonl") for n in spec["benchmarks"]}
+    raw = _card_rows()
+    assert [it["answer"] for it in bench["kmmlu_pro"]] == [int(r["solution"]) for r in raw["kmmlu_pro"]]
+    assert all(len(it["options"]) == 5 for it in bench["kmmlu_pro"])
+    assert [it["answer"] for it in bench["kmmlu_redux"]] == [1, 2, 3, 4]
+    lq = bench["ko_longrag"]
+    assert [it["id"] for it in lq] == ["klr-0", "klr-1", "klr-2"] and lq[1]["titles"] == ["문서 1", "문서 2"]
+    assert "prompt" not in lq[0] and lq[1]["prompt"] == LONGRAG_PROMPT
+    text = prompts.longqa_prompt(lq[1])
+    assert text.startswith("문서 제목: 문서 1, 문서 2\n\n") and text.endswith("질문: 문서 1의 본문은?")
+    assert prompts.longqa_prompt(lq[0], "longqa_ko").startswith(prompts.TEMPLATES["longqa_ko"][:10])
+    mt = {it["id"]: it["reference"] for it in bench["komt_bench"]}
+    assert mt == {"1": None, "2": ["3", None], "3": ["4", "4"]}
+    # The MANTA row quoting a Ko-LongRAG context is dropped (config.yaml: action drop).
+    report = json.loads((tmp_path / "out" / data.REPORT).read_text())
+    found = report["decontamination"]
+    assert {k: v for k, v in found.items() if k != "example_ids"} == {
+        "ngram": 13, "action": "drop", "checked": 12, "overlapping": 1, "dropped": 1, "by_benchmark": {"ko_longrag": 1}}
+    assert report["longqa_prompts"] == {"ko_longrag": {"row": 2, "template": 1}}
+    assert counts["sft_train"] + counts["sft_val"] == 11
+    sft = read_jsonl(tmp_path / "out" / "sft_train.jsonl") + read_jsonl(tmp_path / "out" / "sft_val.jsonl")
+    assert not any("도서관" in m["content"] for r in sft for m in r["messages"])
+    assert found["example_ids"][0] not in {r["id"] for r in sft}
+
+
+def test_decontamination_report_keeps_the_rows(tmp_path):
+    spec = _card_spec(tmp_path, ".jsonl", action="report")
+    counts = data.prepare(spec, tmp_path / "out")
+    report = json.loads((tmp_path / "out" / data.REPORT).read_text())["decontamination"]
+    assert (report["overlapping"], report["dropped"], counts["sft_train"] + counts["sft_val"]) == (1, 0, 12)
+
+
+def test_ten_option_sets_and_their_solutions(tmp_path):
+    spec = _card_spec(tmp_path, ".jsonl", n_options_pro=10)
+    data.prepare(spec, tmp_path / "out")
+    items = read_jsonl(tmp_path / "out" / "bench" / "kmmlu_pro.jsonl")
+    assert [it["answer"] for it in items] == [1, 2, 3, 4, 5, 6] and len(items[0]["options"]) == 10
+
+
+def test_config_names_the_real_hub_ids():
+    real = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    assert real["data"]["sft"]["dataset"] == "LGAI-EXAONE/MANTA-1M"
+    assert {n: (b["dataset"], b["split"]) for n, b in real["benchmarks"].items()} == {
+        "kmmlu_pro": ("LGAI-EXAONE/KMMLU-Pro", "test"), "kmmlu_redux": ("LGAI-EXAONE/KMMLU-Redux", "test"),
+        "ko_longrag": ("LGAI-EXAONE/Ko-LongRAG", "test"), "komt_bench": ("LGAI-EXAONE/KoMT-Bench", "train")}
+
+
+@pytest.mark.parametrize("error, gated", [
+    ("Dataset 'LGAI-EXAONE/KMMLU-Pro' is a gated dataset on the Hub. You must be authenticated to access it.", True),
+    ("401 Client Error: Unauthorized for url: https://huggingface.co/api/datasets/x", True),
+    ("Couldn't find a dataset script at /x or any data file in the same directory.", False),
+])
+def test_hub_errors_are_one_line_and_say_how_to_get_a_gated_set(monkeypatch, error, gated):
+    import datasets
+
+    def fail(*args, **kwargs):
+        raise RuntimeError(error + "\nmore detail")
+
+    monkeypatch.setattr(datasets, "load_dataset", fail)
+    cfg = {"kind": "mcqa", "dataset": "LGAI-EXAONE/KMMLU-Pro", "split": "test"}
+    with pytest.raises(StageError) as err:
+        data.Source("benchmark kmmlu_pro", cfg, Path("unused")).load()
+    msg = str(err.value)
+    assert "\n" not in msg and msg.startswith("benchmark kmmlu_pro (LGAI-EXAONE/KMMLU-Pro, split test)")
+    hint = ["accept its terms", "https://huggingface.co/datasets/LGAI-EXAONE/KMMLU-Pro", "HF_TOKEN", "login"]
+    assert all(h in msg for h in hint) == gated and any(h in msg for h in hint) == gated

@@ -31,7 +31,7 @@ def entry(**kw):
 
 def config_naming(tmp_path, teacher, **registry):
     cfg = real_config()
-    cfg["models_policy"]["registry"] = registry_with(tmp_path, **registry)
+    cfg.setdefault("models_policy", {})["registry"] = registry_with(tmp_path, **registry)
     cfg["teacher"]["model"] = teacher
     return cfg
 
@@ -100,7 +100,7 @@ def test_a_base_teacher_needs_its_license_to_allow_teaching():
 
 def test_a_broken_registry_is_one_line(tmp_path):
     cfg = real_config()
-    cfg["models_policy"]["registry"] = registry_with(tmp_path, **{"acme/x": entry(released="July 2025")})
+    cfg.setdefault("models_policy", {})["registry"] = registry_with(tmp_path, **{"acme/x": entry(released="July 2025")})
     with pytest.raises(ConfigError, match=r"models\.acme/x\.released: 'July 2025' does not match"):
         load_plan(cfg, "cfg.yaml")
 

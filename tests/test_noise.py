@@ -63,16 +63,55 @@ def row(lane, score, low, high, perf_norm):
     return {"lane": lane, "Score": score, "Score_low": low, "Score_high": high, "PerfNorm": perf_norm}
 
 
-def test_overlapping_lanes_tie_and_are_ordered_by_perfnorm():
+def test_no_lane_ranks_above_one_whose_interval_lies_wholly_above_it():
     rows = [row("fast_wrong", 0.60, 0.55, 0.65, 0.90),   # overlaps accurate
             row("accurate", 0.58, 0.54, 0.62, 1.02),
-            row("chained", 0.53, 0.50, 0.545, 1.00),     # overlaps accurate only: same group
+            row("chained", 0.53, 0.50, 0.545, 1.00),     # overlaps accurate, wholly below fast_wrong
             row("alone", 0.40, 0.38, 0.42, 1.05)]
     ranked = noise.tie_aware_order(rows)
-    assert [r["lane"] for r in ranked] == ["accurate", "chained", "fast_wrong", "alone"]
-    assert ranked[0]["tied_with"] == "fast_wrong;chained" and ranked[-1]["tied_with"] is None
+    # accurate first (overlaps fast_wrong, more accurate); chained may not pass fast_wrong.
+    assert [r["lane"] for r in ranked] == ["accurate", "fast_wrong", "chained", "alone"]
+    ties = {r["lane"]: r["tied_with"] for r in ranked}
+    assert ties == {"accurate": "fast_wrong;chained", "fast_wrong": "accurate", "chained": "accurate", "alone": None}
     assert noise.places_decided_by_noise(ranked, 3) == 3
     assert noise.places_decided_by_noise(ranked[3:], 1) == 0
+
+
+def test_a_chain_of_overlaps_cannot_lift_a_lane_over_a_better_interval():
+    # The case of issue 20: [0.551, 0.551] was ranked above [0.75, 0.75] through a chain.
+    rows = [row("exact_high", 0.75, 0.75, 0.75, 0.90),
+            row("wide", 0.65, 0.551, 0.76, 0.95),        # overlaps both
+            row("exact_low", 0.551, 0.551, 0.551, 1.10)]
+    ranked = noise.tie_aware_order(rows)
+    assert [r["lane"] for r in ranked] == ["wide", "exact_high", "exact_low"]
+    for i, r in enumerate(ranked):
+        assert not any(above["Score_high"] < r["Score_low"] for above in ranked[:i])
+    assert ranked[1]["tied_with"] == "wide" and ranked[2]["tied_with"] == "wide"
+
+
+def test_tied_with_names_direct_overlaps_not_a_chain():
+    # a-b, b-c, c-d overlap: one chain across the table, but a cannot trade places with c or d.
+    rows = [row("a", 0.80, 0.78, 0.82, 1.0), row("b", 0.74, 0.70, 0.785, 1.0),
+            row("c", 0.66, 0.60, 0.71, 1.0), row("d", 0.58, 0.55, 0.605, 1.0), row("e", 0.40, 0.39, 0.41, 1.0)]
+    ranked = noise.tie_aware_order(rows)
+    assert [r["lane"] for r in ranked] == ["a", "b", "c", "d", "e"]
+    assert [r["tied_with"] for r in ranked] == ["b", "a;c", "b;d", "c", None]
+    assert noise.places_decided_by_noise(ranked, 1) == 1
+    assert noise.places_decided_by_noise(ranked[3:], 2) == 1    # d overlaps c (above it), e nothing
+
+
+def test_random_intervals_never_rank_below_a_wholly_worse_lane():
+    import random
+    rng = random.Random(7)
+    for _ in range(200):
+        rows = []
+        for i in range(8):
+            score = rng.uniform(0.3, 0.8)
+            half = rng.uniform(0, 0.08)
+            rows.append(row(f"l{i}", score, score - half, score + half, rng.uniform(0.8, 1.1)))
+        ranked = noise.tie_aware_order(rows)
+        for i, r in enumerate(ranked):
+            assert not any(below["Score_low"] > r["Score_high"] for below in ranked[i + 1:])
 
 
 def test_separate_intervals_keep_the_score_order():
@@ -135,11 +174,32 @@ def test_without_a_recheck_the_floor_is_unknown(tmp_path):
 
 
 
-def test_median_interval_is_the_order_statistic_confidence_interval():
+def test_median_interval_coverage_is_exact_for_the_run_count():
+    # [min, max] of n runs holds the median with probability 1 - 2 * 0.5**n: 75 % for 3 runs.
+    assert noise.median_ranks(3) == (1, pytest.approx(0.75))
+    assert noise.median_ranks(5) == (1, pytest.approx(0.9375))
+    assert noise.median_ranks(6) == (1, pytest.approx(1 - 2 / 64))   # the fewest runs reaching 95 %
     assert noise.median_interval([3.0, 1.0, 2.0]) == (1.0, 3.0)
-    assert noise.median_interval(list(range(10))) == (0, 9)  # up to 10 runs: [min, max]
-    # 60 runs: ranks 30 -+ 0.98 sqrt(60), i.e. the 22nd and the 39th smallest
+    assert noise.median_interval(list(range(8))) == (0, 7)     # up to 8 runs: [min, max]
+    assert noise.median_interval(list(range(9))) == (1, 7)     # 2nd and 8th: 96.1 %
+    # 60 runs: the 22nd and 39th smallest (97.3 %; the 23rd/38th would give 94.8 %)
     assert noise.median_interval(list(range(60, 0, -1))) == (22, 39)
+    j, coverage = noise.median_ranks(60)
+    assert coverage >= 0.95 and noise.median_ranks(60)[0] == 22
+
+
+def test_summary_states_the_coverage_its_run_count_gives(tmp_path):
+    d = tmp_path / "metrics"
+    d.mkdir()
+    for name, m in {"base": metrics("base", 0.8, [0.010, 0.011, 0.012]),
+                    "base.recheck": metrics("base", 0.8, [0.010, 0.011, 0.012]),
+                    "a": metrics("a", 0.8, [0.008, 0.0081, 0.0082])}.items():
+        (d / f"{name}.json").write_text(json.dumps(m))
+    spec = {"benchmarks": {"mcqa": {"weight": 1.0, "kind": "mcqa"}}, "speed": {"score_uses": "server"}}
+    report.write_summary({"base": [], "a": ["q"]}, d, tmp_path / "logs", tmp_path / "bench", tmp_path, spec)
+    md = (tmp_path / "summary.md").read_text()
+    assert "with 3 timed run(s) per process (`speed.repeats`)" in md
+    assert "median 75.0 % of the time; 95 % takes at least 6 runs" in md
 
 
 def paired_metrics(lane, mcqa, ratios):
@@ -168,8 +228,9 @@ def test_paired_ratios_score_against_the_base_self_ratio(tmp_path):
 
     rows = {r["lane"]: r for r in csv.DictReader(open(tmp_path / "summary.csv"))}
     assert float(rows["base"]["Score"]) == pytest.approx(0.5)
-    assert float(rows["w4"]["SpeedNorm"]) == pytest.approx(1 - 0.80 / 1.00)
-    assert float(rows["w8"]["SpeedNorm"]) == pytest.approx(1 - 1.13 / 1.00)
+    # spt_base: the mean of the base's two processes' figures (1.00 and 1.02)
+    assert float(rows["w4"]["SpeedNorm"]) == pytest.approx(1 - 0.80 / 1.01, rel=1e-5)
+    assert float(rows["w8"]["SpeedNorm"]) == pytest.approx(1 - 1.13 / 1.01, rel=1e-5)
     assert float(rows["w4"]["paired_speed_ratio"]) == pytest.approx(0.80)
     assert (rows["w4"]["rank"], rows["w8"]["rank"]) == ("1", "2")
     assert rows["w4"]["tied_with"] == "" and rows["w8"]["tied_with"] == ""

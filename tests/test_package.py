@@ -10,15 +10,15 @@ import zipfile
 from pathlib import Path
 
 import pytest
-import yaml
 from conftest import copy_with
 
 from workflow_scripts import REPO, common
+from workflow_scripts.planning.config import read_config
 from workflow_scripts.shipping import package
 
 SERVE_PY = REPO / ".venv-serve" / "bin" / "python"
 TARGET_PY = REPO / ".venv-target" / "bin" / "python"
-TARGET = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())["target"]
+TARGET = read_config(REPO / "config" / "demo.yaml")["target"]  # the schema's defaults
 
 pytestmark = pytest.mark.skipif(not TARGET_PY.exists(), reason="target env .venv-target not installed")
 

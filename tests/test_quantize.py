@@ -11,6 +11,7 @@ from conftest import REPO, TINY_ARCH, assert_same_tokenizer
 from safetensors import safe_open
 
 from workflow_scripts.demo import model as demo_model
+from workflow_scripts.planning.steps import with_defaults
 from workflow_scripts.stages.quantize import quantize
 
 CALIB = {"num_calibration_samples": 4, "max_seq_length": 64}
@@ -114,7 +115,7 @@ def test_saved_tensors_and_config(quantized, tiny_model_dir, name):
         assert {k: act[k] for k in exp["act"]} == exp["act"]
 
     info = json.loads((out / "quantize.json").read_text())
-    assert info["recipe"] == recipe and info["scheme"] == recipe["scheme"]
+    assert info["recipe"] == with_defaults("quantize", recipe) and info["scheme"] == recipe["scheme"]
     assert info["method"] == recipe["method"] and info["seconds"] > 0
     assert info["calibration_samples"] == (0 if name == "fp8_dynamic" else 4)
     assert info["size_bytes"] < (tiny_model_dir / "model.safetensors").stat().st_size

@@ -1,11 +1,12 @@
-"""Score math (workflow_scripts/scoring/score.py) and the ranked summary (workflow_scripts/scoring/report.py)."""
+"""Score math (workflow_scripts/scoring/score.py) and the ranked summary (scoring/report.py and its parts),
+run on hand-built metrics."""
 import csv
 import json
 import os
 
 import pytest
 
-from workflow_scripts.scoring import report
+from workflow_scripts.scoring import report, traces
 from workflow_scripts.scoring.score import perf, score_row, spt
 
 BENCHMARKS = {"mcqa": {"weight": 1.0}, "longqa": {"weight": 1.0}, "mtbench": {"weight": 1.0}}
@@ -191,3 +192,98 @@ def test_write_summary_without_base_metrics_does_not_crash(run_dir):
     assert by_lane["base"]["status"] == "missing"
     assert len(read_csv(root / "out" / "summary.csv")) == len(LANES)
     assert (root / "out" / "pareto.png").stat().st_size > 0
+
+
+# --- issue 20: hand-built metrics through the report stage -----------------------------------
+
+KINDS = {"mcqa": {"weight": 1.0, "kind": "mcqa"}, "longqa": {"weight": 1.0, "kind": "longqa"},
+         "mtbench": {"weight": 1.0, "kind": "mtbench"}}
+
+
+def judged(mcqa, longqa, rating, server, note=None, runs=None):
+    m = metrics(mcqa, longqa, server)
+    m["benchmarks"]["mtbench"] = {"metric": "judge_score", "value": rating, "weight": 1.0, "note": note}
+    if runs:
+        m["speed"]["server_runs_sec_per_token"] = runs
+    return m
+
+
+def run_report(tmp_path, files, lanes, spec):
+    d = tmp_path / "metrics"
+    d.mkdir(exist_ok=True)
+    for name, m in files.items():
+        (d / f"{name}.json").write_text(json.dumps(m))
+    code = report.main(["--metrics-dir", str(d), "--lanes", json.dumps(lanes), "--spec", json.dumps(spec),
+                        "--logs-dir", str(tmp_path / "logs"), "--bench-dir", str(tmp_path / "bench"),
+                        "--out-dir", str(tmp_path)])
+    assert code == 0
+    return {r["lane"]: r for r in read_csv(tmp_path / "summary.csv")}, (tmp_path / "summary.md").read_text()
+
+
+def test_judge_rating_enters_perf_as_rating_over_ten(tmp_path):
+    spec = {"benchmarks": KINDS, "speed": {"score_uses": "server"}}
+    rows, md = run_report(tmp_path, {"base": judged(0.8, 0.4, 6.0, 0.004), "lane": judged(0.8, 0.4, 8.0, 0.004)},
+                          {"base": [], "lane": ["q"]}, spec)
+    assert float(rows["base"]["Perf"]) == pytest.approx((0.8 + 0.4 + 0.6) / 3, rel=1e-5)
+    assert float(rows["lane"]["PerfNorm"]) == pytest.approx((0.8 + 0.4 + 0.8) / (0.8 + 0.4 + 0.6), rel=1e-5)
+    assert float(rows["lane"]["Score"]) == pytest.approx(0.5 * 2.0 / 1.8, rel=1e-5)
+    # The 0-1 value in the benchmark's column, the raw mean rating beside it.
+    assert (rows["lane"]["mtbench"], rows["lane"]["mtbench_rating"]) == ("0.8", "8")
+    assert "| mtbench_rating |" in md and "rating / 10" in md
+
+
+def test_a_lane_without_a_benchmark_the_base_has_gets_no_score(tmp_path):
+    # The lane equals the base in accuracy; its judge failed. Averaged over what it has, it scored 0.09.
+    spec = {"benchmarks": KINDS, "speed": {"score_uses": "server"}, "package": {"top_k": 2}}
+    files = {"base": judged(0.5, 0.3, 9.0, 0.004), "nojudge": judged(0.5, 0.3, None, 0.004, note="judge failed"),
+             "ok": judged(0.5, 0.3, 9.0, 0.004)}
+    rows, md = run_report(tmp_path, files, {"base": [], "nojudge": ["q"], "ok": ["r"]}, spec)
+    lane = rows["nojudge"]
+    assert lane["Score"] == lane["PerfNorm"] == lane["Perf"] == lane["rank"] == ""
+    assert "no value for mtbench, which the base has" in lane["reason"]
+    assert "**nojudge** (ok): " in md and "no value for mtbench" in md
+    assert float(rows["ok"]["Score"]) == pytest.approx(0.5) and rows["ok"]["rank"] == "1"
+
+
+def test_a_benchmark_the_base_lacks_is_left_out_of_every_perf(tmp_path):
+    spec = {"benchmarks": KINDS, "speed": {"score_uses": "server"}}
+    files = {"base": judged(0.6, 0.4, None, 0.004, note="judge failed"), "lane": judged(0.6, 0.4, 10.0, 0.004)}
+    rows, md = run_report(tmp_path, files, {"base": [], "lane": ["q"]}, spec)
+    assert float(rows["lane"]["Perf"]) == pytest.approx(0.5) and float(rows["lane"]["PerfNorm"]) == pytest.approx(1)
+    assert "mtbench: judge failed, left out of Perf" in md
+
+
+def test_spt_base_is_the_mean_of_the_base_processes(tmp_path):
+    spec = {"benchmarks": KINDS, "speed": {"score_uses": "server"}}
+    files = {"base": judged(0.8, 0.4, None, 0.0040, runs=[0.0039, 0.0040, 0.0041]),
+             "base.recheck": judged(0.8, 0.4, None, 0.0044, runs=[0.0043, 0.0044, 0.0045]),
+             "lane": judged(0.8, 0.4, None, 0.0030, runs=[0.0029, 0.0030, 0.0031])}
+    rows, _ = run_report(tmp_path, files, {"base": [], "lane": ["q"]}, spec)
+    assert float(rows["lane"]["SpeedNorm"]) == pytest.approx(1 - 0.0030 / 0.0042, rel=1e-5)
+    assert float(rows["lane"]["Score"]) == pytest.approx(0.5 + 0.5 * (1 - 0.0030 / 0.0042), rel=1e-5)
+    # The reference itself: timed over the same two processes, exactly 0.5.
+    assert float(rows["base"]["SpeedNorm"]) == pytest.approx(0, abs=1e-9)
+    assert float(rows["base"]["Score"]) == pytest.approx(0.5)
+    for lane in ("base", "lane"):
+        assert float(rows[lane]["Score_low"]) <= float(rows[lane]["Score"]) <= float(rows[lane]["Score_high"])
+
+
+def test_logs_and_costs_are_found_by_path_not_by_name(tmp_path):
+    """sensitivity/base.gptq_w4a16.* is an analysis, not the w4a16 lane's build job of the same name."""
+    logs, bench = tmp_path / "logs", tmp_path / "bench"
+    bench_tsv(bench / "quantize" / "base.gptq_w4a16.tsv", 20, 30, 800)
+    bench_tsv(bench / "sensitivity" / "base.gptq_w4a16.tsv", 500, 900, 9000)
+    bench_tsv(bench / "evaluate" / "w4a16.tsv", 5, 6, 700)
+    for rule, text, when in (("quantize", "error: quantize failed (boom)\n", 1_000_000),
+                             ("sensitivity", "sensitivity done\n", 2_000_000)):
+        (logs / rule).mkdir(parents=True)
+        (logs / rule / "base.gptq_w4a16.log").write_text(text)
+        os.utime(logs / rule / "base.gptq_w4a16.log", (when, when))
+    cost = traces.lane_cost(bench, "w4a16", ["gptq_w4a16"])
+    assert cost == {"build_seconds": 25, "cpu_seconds": 36, "peak_rss_MB": 800}
+    (tmp_path / "metrics").mkdir()
+    rows = report.write_summary({"base": [], "w4a16": ["gptq_w4a16"]}, tmp_path / "metrics", logs, bench, tmp_path,
+                                SPEC)
+    w4 = next(r for r in rows if r["lane"] == "w4a16")
+    assert w4["log"].endswith("logs/quantize/base.gptq_w4a16.log") and "quantize failed (boom)" in w4["reason"]
+    assert w4["build_seconds"] == 25

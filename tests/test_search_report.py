@@ -1,11 +1,11 @@
-"""The summary's search section (workflow_scripts/scoring/report.py): the sweep's lanes on the Pareto
+"""The summary's search section (workflow_scripts/scoring/search.py): the sweep's lanes on the Pareto
 front, which knob moved Score most, and the layers each mixed-precision lane kept."""
 import json
 
 import pytest
 from test_report import BASE, SPEC, metrics
 
-from workflow_scripts.scoring import report
+from workflow_scripts.scoring import report, search
 
 K, D = "keep_unquantized.most_sensitive", "dampening_frac"
 # A 2 x 2 sweep around the base lane `mixed` (K=6, damp 0.01). Same speed: Score follows Perf.
@@ -24,13 +24,13 @@ def row(lane, perf, speed):
 def test_pareto_front():
     rows = [row("a", 1.0, 0.0), row("b", 0.9, 0.3), row("c", 0.8, 0.3), row("d", 0.9, 0.3),
             row("e", 0.5, 0.5), {"lane": "f", "PerfNorm": None, "SpeedNorm": None, "Score": None}]
-    assert report.pareto_front(rows) == ["a", "b", "d", "e"]  # c is beaten by b; ties stay
+    assert search.pareto_front(rows) == ["a", "b", "d", "e"]  # c is beaten by b; ties stay
 
 
 def test_knob_effects_rank_the_knob_that_moved_score_most():
     scores = {lane: 0.5 * p for lane, p in PERF.items()}
     scores["mixed__k8_damp0p1"] = None  # not scored: left out
-    (first, means, spread), (second, means2, spread2) = report.knob_effects(KNOBS, scores)
+    (first, means, spread), (second, means2, spread2) = search.knob_effects(KNOBS, scores)
     assert first == D and second == K
     assert means == pytest.approx({"0.01": (0.70 + 0.68 + 0.72) / 6, "0.1": 0.25})
     assert spread == pytest.approx((0.70 + 0.68 + 0.72) / 6 - 0.25)
@@ -53,13 +53,13 @@ def test_summary_has_the_search_section(tmp_path):
     rows = report.write_summary(lanes, m, tmp_path / "logs", tmp_path / "bench", tmp_path,
                                 {**SPEC, "sweeps": SWEEPS}, models)
     md = (tmp_path / "summary.md").read_text()
-    search = md[md.index("## Search"):md.index("## Notes")]
-    assert "### Sweep `mixed` (base lane mixed, recipe gptq_mixed)" in search
-    table = [l for l in search.splitlines() if l.startswith("| mixed")]
+    section = md[md.index("## Search"):md.index("## Notes")]
+    assert "### Sweep `mixed` (base lane mixed, recipe gptq_mixed)" in section
+    table = [l for l in section.splitlines() if l.startswith("| mixed")]
     assert [l.split(" | ")[0][2:] for l in table] == sorted(PERF, key=lambda l: -PERF[l])  # by Score
-    front = report.pareto_front(rows)
+    front = search.pareto_front(rows)
     assert front == ["mixed__k8_damp0p01"]  # same speed: the best Perf beats the rest
-    assert "On the Pareto front of all lanes (PerfNorm, SpeedNorm): mixed__k8_damp0p01." in search
-    assert "Score moved most by **dampening_frac**" in search
-    assert "- **mixed**: [0, 4] (the 2 largest KL in x)" in search
+    assert "On the Pareto front of all lanes (PerfNorm, SpeedNorm): mixed__k8_damp0p01." in section
+    assert "Score moved most by **dampening_frac**" in section
+    assert "- **mixed**: [0, 4] (the 2 largest KL in x)" in section
     assert md.index("## Search") > md.index("| base |")  # after the ranking table

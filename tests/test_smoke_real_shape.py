@@ -14,6 +14,8 @@ import yaml
 from conftest import REPO
 from safetensors import safe_open
 
+from workflow_scripts.planning.config import read_config
+
 pytestmark = [pytest.mark.e2e, pytest.mark.skipif(os.environ.get("SMOKE_REAL_SHAPE") != "1",
                                                    reason="opt-in: SMOKE_REAL_SHAPE=1 (about 20 minutes)")]
 CONFIG = REPO / "config" / "smoke_real_shape.yaml"
@@ -74,7 +76,7 @@ def test_pruned_to_26_layers_reindexed_and_loadable_in_the_target(work):
     layers = {int(k.split(".")[2]) for k in tensors(folder) if k.startswith("model.layers.")}
     assert layers == set(range(26))
     r = subprocess.run([str(TARGET_PY), "-m", "workflow_scripts.shipping.target_check", "--model", str(folder),
-                        "--target", json.dumps(yaml.safe_load(CONFIG.read_text())["target"])],
+                        "--target", json.dumps(read_config(CONFIG)["target"])],
                        capture_output=True, text=True, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
     assert r.returncode == 0 and json.loads(r.stdout.splitlines()[-1])["ok"], r.stdout[-2000:] + r.stderr[-2000:]
 

@@ -7,12 +7,13 @@ import subprocess
 import sys
 
 import pytest
-import yaml
 from conftest import REPO, copy_with
+
+from workflow_scripts.planning.config import read_config
 
 TARGET_PY = REPO / ".venv-target" / "bin" / "python"
 SERVE_PY = REPO / ".venv-serve" / "bin" / "python"
-TARGET = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())["target"]
+TARGET = read_config(REPO / "config" / "demo.yaml")["target"]  # the schema's defaults
 
 pytestmark = pytest.mark.skipif(not TARGET_PY.exists(), reason="target env .venv-target not installed")
 

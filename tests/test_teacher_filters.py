@@ -100,3 +100,15 @@ def test_filter_candidates_buckets_every_row_once():
 def test_same_response_to_different_prompts_is_not_a_duplicate():
     kept, counts = filter_candidates([chat("빨강입니다.", prompt="서울의 색은?"), chat("빨강입니다.", prompt="대구의 색은?")])
     assert len(kept) == 2 and sum(counts.values()) == 0
+
+
+def test_rows_overlapping_a_benchmark_are_dropped():
+    from workflow_scripts.stages.decontamination import BenchmarkIndex
+
+    context = ("라모 시의 시장은 지난 봄 새로운 도서관을 열었고 그 도서관에는 오래된 지도와 희귀한 책이 "
+               "많이 모여 있어서 방문객이 끊이지 않았다")
+    index = BenchmarkIndex({"lq": [{"context": context, "question": "누가 열었나?"}]}, {"lq": "longqa"})
+    cands = [chat(f"요약하면 {context}"), chat("서울의 상징색은 빨강입니다.")]
+    kept, counts = filter_candidates(cands, benchmarks=index)
+    assert counts["benchmark_overlap"] == 1 and len(kept) == 1
+    assert filter_candidates(cands)[1]["benchmark_overlap"] == 0  # no index: nothing compared

@@ -5,8 +5,8 @@ written in the raw field layout of the real sets so the same loading code reads 
     corpus.txt     pre-training documents, one per line (Korean and English statements)
     sft.jsonl      MANTA-1M layout: {"conversations": [{"role", "content"}, ...]}
     mcqa.jsonl     KMMLU layout: {"question", "options", "solution": "3"} (1-based string)
-    longqa.jsonl   Ko-LongRAG layout: {"context", "question", "answer", "titles", "prompt"}
-    mtbench.jsonl  KoMT-Bench layout: {"question_id", "category", "turns", "reference"}
+    longqa.jsonl   Ko-LongRAG layout: {"context", "question", "answer", "titles", "prompt" (with placeholders)}
+    mtbench.jsonl  KoMT-Bench layout: {"question_id", "category", "turns", "reference": [] or 2 strings}
 
 The MCQA test items are about facts the corpus and the SFT chats teach; the SFT set holds
 MCQA-format chats (the evaluation prompt, answer '정답: C') for the same facts with the test
@@ -352,7 +352,9 @@ def _longqa(rng, fact, by_entity, n_passages):
     item = {"context": "\n\n".join(passages),
             "question": _say(rng.choice(ATTRS[fact.attr]["q_ko"]), fact),
             "answer": fact.value[0], "titles": [fact.entity[0]]}
-    item["prompt"] = prompts.longqa_prompt(item, "longqa_ko")
+    # Ko-LongRAG's rows carry their instruction with {context} and {question} placeholders: the
+    # demo's is the built-in template, so evaluation fills it as it would the official one.
+    item["prompt"] = prompts.TEMPLATES["longqa_ko"]
     return item
 
 
@@ -399,7 +401,8 @@ def make_mtbench(rng, facts):
         name = p[0] + ("이라고" if _batchim(p[0]) else "라고")
         items.append(("roleplay", [f"당신이 {name} 생각하고 자기소개를 해 주세요.",
                                    "이번에는 영어로 자기소개를 해 주세요."], None))
-    return [{"question_id": i + 1, "category": cat, "turns": turns, "reference": ref}
+    # KoMT-Bench's layout: [] when an item has no reference.
+    return [{"question_id": i + 1, "category": cat, "turns": turns, "reference": ref or []}
             for i, (cat, turns, ref) in enumerate(items)]
 
 

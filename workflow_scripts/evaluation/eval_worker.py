@@ -8,7 +8,7 @@ free memory between engines). Run by workflow_scripts.evaluation.evaluate, in th
 generate: every benchmark's generations once (the answers, and the engine's warm-up), then the
 same generations timed speed.repeats times and the micro-benchmark speed.micro_repeats times
 (with speed.score_uses: paired, each micro run paired with one of the --reference model in a second
-engine); each figure is speed.statistic of its runs. judge: a 1-10 rating per (conversation,
+engine); each figure is the median of its runs (the report re-derives them by speed.statistic). judge: a 1-10 rating per (conversation,
 turn). --state says "started" once the engine is up, so the caller can tell a model vLLM cannot
 load from a later crash.
 """
@@ -22,11 +22,11 @@ import time
 from pathlib import Path
 
 from workflow_scripts.common import StageError, read_jsonl, run_cli, write_json
-from workflow_scripts.evaluation import answers, prompts
+from workflow_scripts.evaluation import answers
+from workflow_scripts.evaluation.benchmark_kinds import KINDS, kind_of
 from workflow_scripts.evaluation.engine import effective_max_model_len, serve_settings, start_engine
 from workflow_scripts.scoring import noise
 
-KINDS = ("mcqa", "longqa", "mtbench")
 JUDGE_MAX_NEW_TOKENS = 512
 SPEED_TEXT = ("속도 측정을 위한 고정된 문장입니다. 서울은 대한민국의 수도이고 부산은 항구 도시입니다. "
               "The quick brown fox jumps over the lazy dog. ")
@@ -38,8 +38,10 @@ def load_benchmarks(bench_dir, benchmarks: dict) -> dict:
     """name -> (config entry, items): the first max_samples items of bench/<name>.jsonl."""
     out = {}
     for name, spec in sorted(benchmarks.items()):
-        if spec.get("kind") not in KINDS:
-            raise StageError(f"benchmarks.{name}.kind: expected one of {list(KINDS)}, got {spec.get('kind')!r}")
+        try:
+            kind_of(name, spec)
+        except ValueError as e:
+            raise StageError(str(e)) from None
         items = read_jsonl(Path(bench_dir) / f"{name}.jsonl")
         if spec.get("max_samples"):
             items = items[: spec["max_samples"]]
@@ -77,11 +79,12 @@ def generate(llm, prompts_, max_new_tokens, max_len, seed):
     return rows, seconds
 
 
-def fit_context(tok, item, template, context_tokens, room):
-    """The long-QA context truncated, never dropped: at most `context_tokens` tokens and what the
-    rest of the prompt leaves of `room`. The start is kept (the passages in their order, the
-    last one that fits cut mid-way); returns the context and its token count."""
-    overhead = len(chat_prompt(tok, [{"role": "user", "content": prompts.longqa_prompt(item, template, context="")}])[1])
+def fit_context(tok, kind, item, template, context_tokens, room):
+    """An item's context truncated, never dropped: at most `context_tokens` tokens and what the
+    rest of its prompt (the kind's builder: the item's own instruction or the template) leaves of
+    `room`. The start is kept (the passages in their order, the last one that fits cut mid-way);
+    returns the context and its token count."""
+    overhead = len(chat_prompt(tok, [{"role": "user", "content": kind.prompt(item, template, "")[0]}])[1])
     budget = max(0, min(context_tokens, room - overhead - 8))  # 8: re-tokenizing the cut may shift
     ids = tok.encode(item["context"], add_special_tokens=False)
     if len(ids) <= budget:
@@ -90,18 +93,19 @@ def fit_context(tok, item, template, context_tokens, room):
 
 
 def bench_prompts(tok, spec, items, max_len):
-    """(text, ids) per item for the one-turn kinds, and per-item extras for the rows."""
-    template = spec.get("prompt_template")
+    """(text, ids) per item for the one-turn kinds, and per-item extras for the rows (the kept
+    context tokens; for long QA which prompt was used: the item's own or the template)."""
+    kind, template = KINDS[spec["kind"]], spec.get("prompt_template")
     out, extras = [], []
     for item in items:
-        if spec["kind"] == "mcqa":
-            content, extra = prompts.mcqa_prompt(item, template), {}
-        else:
-            context, kept = fit_context(tok, item, template, spec.get("context_tokens") or max_len,
+        context, extra = None, {}
+        if kind.truncates_context:
+            context, kept = fit_context(tok, kind, item, template, spec.get("context_tokens") or max_len,
                                         max_len - spec["max_new_tokens"])
-            content, extra = prompts.longqa_prompt(item, template, context=context), {"context_tokens": kept}
+            extra["context_tokens"] = kept
+        content, more = kind.prompt(item, template, context)
         out.append(chat_prompt(tok, [{"role": "user", "content": content}]))
-        extras.append(extra)
+        extras.append({**extra, **more})
     return out, extras
 
 
@@ -111,7 +115,7 @@ def run_benchmark(llm, tok, name, spec, items, max_len, seed):
     to vLLM in one call, which batches them, as an offline evaluation server does: the
     server-style sec/token is that wall time over the tokens generated."""
     n_new = spec["max_new_tokens"]
-    if spec["kind"] != "mtbench":
+    if KINDS[spec["kind"]].prompt:  # one-turn kinds; mtbench sends its two turns
         ps, extras = bench_prompts(tok, spec, items, max_len)
         rows, secs = generate(llm, ps, n_new, max_len, seed)
         return [{"benchmark": name, "id": it["id"], **r, **x} for it, r, x in zip(items, rows, extras)], secs
@@ -202,7 +206,8 @@ def worker_generate(args) -> int:
     micro, reference_micro = micro_benchmark(llm, tok, spec["speed"], seed, reference)
     tokens = sum(r["tokens"] for r in rows)
     server = [s for s in server if s]
-    statistic = spec["speed"]["statistic"]
+    # The file's own figures are medians; speed.statistic is the report's (scoring/noise.py with_statistic).
+    statistic = "median"
     speed = {"statistic": statistic,
              "server_sec_per_token": noise.figure(server, statistic) if server else None,
              "server_runs_sec_per_token": server,

@@ -102,7 +102,7 @@ def not_evaluated(metrics, benches, status, reason, args):
     """Metrics of a model that was not evaluated: every benchmark null, the reason in one line."""
     metrics.update(status=status, reason=reason)
     metrics["benchmarks"] = {name: {"metric": METRIC_OF_KIND[s["kind"]], "value": None, "n": 0,
-                                    "weight": s.get("weight", 1.0), "note": f"not evaluated ({status})"}
+                                    "note": f"not evaluated ({status})"}
                              for name, (s, _) in benches.items()}
     write_json(args.out, metrics)
     if args.items:
@@ -169,7 +169,8 @@ def evaluate(args) -> int:
 def main(argv) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", required=True, type=Path)
-    ap.add_argument("--spec", required=True, help="JSON: config benchmarks, serve, speed, judge")
+    ap.add_argument("--spec", required=True,
+                    help="JSON: config benchmarks, serve, speed, judge (planning/rule_params.py: no scoring settings)")
     ap.add_argument("--lane")
     ap.add_argument("--chain", help="JSON list of the lane's recipes")
     ap.add_argument("--bench-dir", type=Path)

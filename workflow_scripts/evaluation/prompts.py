@@ -2,6 +2,8 @@
 so the demo model learns the very format it is evaluated in. Stdlib only."""
 from __future__ import annotations
 
+import re
+
 LETTERS = "ABCDEFGHIJ"
 
 TEMPLATES = {
@@ -39,10 +41,30 @@ def mcqa_answer(item):
     return f"정답: {LETTERS[item['answer'] - 1]}"
 
 
+# The placeholders of a set's own long-QA instruction (Ko-LongRAG's `prompt` field).
+_PLACEHOLDER = re.compile(r"\{(titles|context|question)\}")
+
+
+def own_longqa_prompt(prompt) -> bool:
+    """Whether a row's `prompt` is an instruction to fill (it holds {context} and {question});
+    a prompt without them is not used (its context could not be truncated)."""
+    return isinstance(prompt, str) and "{context}" in prompt and "{question}" in prompt
+
+
+def longqa_prompt_source(item) -> str:
+    """'row' when the item's own instruction builds its prompt, 'template' otherwise."""
+    return "row" if own_longqa_prompt(item.get("prompt")) else "template"
+
+
 def longqa_prompt(item, template="longqa_ko", context=None):
-    """The user message of a long-context QA item; `context` overrides a truncated context."""
-    return _template(template).format(context=context if context is not None else item["context"],
-                                      question=item["question"])
+    """The user message of a long-context QA item: the item's own instruction when it has one
+    (the set's official setup, titles joined by ', '), else `template`; `context` overrides a
+    truncated context. Placeholders are filled in one pass, so braces in the text stay as they are."""
+    values = {"context": item["context"] if context is None else context, "question": item["question"],
+              "titles": ", ".join(item.get("titles") or [])}
+    if longqa_prompt_source(item) == "row":
+        return _PLACEHOLDER.sub(lambda m: values[m.group(1)], item["prompt"])
+    return _template(template).format(context=values["context"], question=values["question"])
 
 
 # Teacher data from documents (workflow_scripts/stages/teacher.py): the teacher reads a passage and writes

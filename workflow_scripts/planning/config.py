@@ -19,7 +19,7 @@ from workflow_scripts import REPO
 from workflow_scripts.planning.families import UnknownFamily, family, model_type_of
 from workflow_scripts.planning.models_policy import check_models, load_registry
 from workflow_scripts.planning.schema import ConfigError, validate
-from workflow_scripts.planning.steps import STEP_CHOICES, STEP_REQUIRED
+from workflow_scripts.planning.steps import recipe_errors
 from workflow_scripts.planning.sweeps import expand_sweeps
 from workflow_scripts.stages import data_mix
 
@@ -85,23 +85,19 @@ def kd_teacher(parent: str) -> str:
 
 def _check_recipe(lanes_file, name, recipe):
     step = recipe["step"]
-    for key in STEP_REQUIRED[step]:
-        if key not in recipe:
-            raise ConfigError(lanes_file, f"recipes.{name}.{key}", f"required for a {step} step")
-    for (s, key), allowed in STEP_CHOICES.items():
-        if s == step and key in recipe and recipe[key] not in allowed:
-            raise ConfigError(lanes_file, f"recipes.{name}.{key}",
-                              f"expected one of {allowed}, got {recipe[key]!r}")
+    errors = recipe_errors(step, {k: v for k, v in recipe.items() if k != "step"})
+    if errors:
+        key, why = errors[0]
+        raise ConfigError(lanes_file, f"recipes.{name}.{key}", why)
     if (why := data_mix.spec_error(step, recipe)):
         raise ConfigError(lanes_file, f"recipes.{name}.data", why)
-    if step == "prune" and (not isinstance(recipe["keep_layers"], int) or recipe["keep_layers"] < 2):
+    if step == "prune" and recipe["keep_layers"] < 2:
         raise ConfigError(lanes_file, f"recipes.{name}.keep_layers",
                           f"expected an integer >= 2 (first and last layers are kept), got {recipe['keep_layers']!r}")
-    if "keep_unquantized" in recipe or "calibration_mix" in recipe:
-        if step != "quantize":
-            raise ConfigError(lanes_file, f"recipes.{name}", "keep_unquantized / calibration_mix are quantize keys")
-        _check_keep_unquantized(lanes_file, name, recipe.get("keep_unquantized", []))
-        _check_calibration_mix(lanes_file, name, recipe.get("calibration_mix", {"calib": 1}))
+    if recipe.get("keep_unquantized") is not None:
+        _check_keep_unquantized(lanes_file, name, recipe["keep_unquantized"])
+    if recipe.get("calibration_mix") is not None:
+        _check_calibration_mix(lanes_file, name, recipe["calibration_mix"])
 
 
 def _check_keep_unquantized(lanes_file, name, keep):
@@ -284,6 +280,17 @@ def _check_teacher(config_file, config, recipes, selected):
         raise ConfigError(config_file, "teacher.documents.file", f"file {file} does not exist")
 
 
+def read_config(path) -> dict:
+    """A config file as the rules see it: schema-validated, with the schema's defaults filled
+    (target: and models_policy: live there). The cross-checks are load_plan's."""
+    try:
+        doc = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError) as e:
+        raise ConfigError(path, "(yaml)", f"not readable YAML: {str(e).splitlines()[0]}") from None
+    validate(doc, "config.schema.yaml", path)
+    return doc
+
+
 def load_plan(config: dict, config_file="config") -> Plan:
     """Validate `config` (a dict, as Snakemake loaded it) and its lanes file; resolve lanes."""
     config = copy.deepcopy(config)
@@ -360,11 +367,7 @@ def main(argv=None):
     ap.add_argument("configfile")
     args = ap.parse_args(argv)
     try:
-        try:
-            doc = yaml.safe_load(Path(args.configfile).read_text())
-        except (OSError, yaml.YAMLError) as e:
-            raise ConfigError(args.configfile, "(yaml)", f"not readable YAML: {str(e).splitlines()[0]}") from None
-        plan = load_plan(doc, args.configfile)
+        plan = load_plan(read_config(args.configfile), args.configfile)
     except ConfigError as e:
         print(f"config error: {e}", file=sys.stderr)
         return 1

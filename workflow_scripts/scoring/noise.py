@@ -9,17 +9,22 @@ on a shared machine the slow runs are the interruptions). From those:
   noise floor   the relative spread of the base's figure between its processes
                 (|stat_1 - stat_2| / mean of both): what moving to another process, or the
                 machine drifting over the run, does to one unchanged model;
-  run range     what one process's runs leave open about its figure: for the median its ~95 %
-                confidence interval from order statistics ([min, max] up to 10 runs); none
-                for the min (its reproducibility is the floor);
+  run range     what one process's runs leave open about its figure: for the median the
+                distribution-free interval between order statistics [x_(j), x_(n+1-j)] with the
+                largest j whose coverage 1 - 2 P(Bin(n, 1/2) < j) reaches 95 %; with fewer than 6
+                runs that is [min, max], which covers the median only 1 - 2^(1-n) of the time
+                (75 % for 3 runs): the summary states the coverage it has. None for the min (its
+                reproducibility is the floor);
   a lane's spt  interval [range_lo * (1 - floor/2), range_hi * (1 + floor/2)]: its own
                 range, widened by the floor because its single process is subject to it too;
   the base's    interval the run range of its processes' runs pooled, stretched to take in
                 each process's figure (for the min: [lowest, highest] of the two mins);
   SpeedNorm     interval [1 - lane_hi / base_lo, 1 - lane_lo / base_hi], and Score's from it
                 (PerfNorm is exact: greedy decoding answers the same every time).
-Lanes whose Score intervals overlap (directly or through a chain of overlaps) are tied; inside a
-tie the order is by PerfNorm, which noise does not move.
+Ranking: a lane is never ranked above one whose Score interval lies wholly above its own; within
+that rule the lane with the higher PerfNorm (which noise does not move) goes first among lanes
+whose intervals overlap. A lane is `tied_with` the lanes its own interval overlaps (not a chain
+of overlaps), and a top-k place is decided by noise when its lane is tied with another.
 
 Pure functions on metrics dicts and summary rows, stdlib only.
 """
@@ -28,7 +33,7 @@ from __future__ import annotations
 import math
 import statistics
 
-from workflow_scripts.scoring.score import SPEED_KEYS, _number
+from workflow_scripts.scoring.score import SPEED_KEYS, number
 
 RUNS_KEYS = {"server": "server_runs_sec_per_token", "micro": "micro_runs_sec_per_token",
              "paired": "paired_ratio_runs"}
@@ -37,19 +42,41 @@ RUNS_KEYS = {"server": "server_runs_sec_per_token", "micro": "micro_runs_sec_per
 def speed_runs(metrics, uses="server"):
     """The timed repetitions of a lane's sec/token (the point value alone for older metrics)."""
     speed = (metrics or {}).get("speed") or {}
-    runs = [v for v in map(_number, speed.get(RUNS_KEYS[uses]) or []) if v is not None and v > 0]
-    point = _number(speed.get(SPEED_KEYS[uses]))
+    runs = [v for v in map(number, speed.get(RUNS_KEYS[uses]) or []) if v is not None and v > 0]
+    point = number(speed.get(SPEED_KEYS[uses]))
     return runs or ([point] if point and point > 0 else [])
 
 
+COVERAGE = 0.95
+
+
+def median_ranks(n):
+    """(j, coverage): the interval [x_(j), x_(n+1-j)] of n sorted runs, with the largest j whose
+    chance of holding the true median reaches COVERAGE (j = 1, [min, max], when none does), and
+    that chance, 1 - 2 P(Bin(n, 1/2) < j), exact for any continuous distribution."""
+    def coverage(j):
+        return 1 - 2 * sum(math.comb(n, i) for i in range(j)) / 2 ** n
+    j = max((j for j in range(1, n // 2 + 1) if coverage(j) >= COVERAGE), default=1)
+    return j, coverage(j) if n > 1 else 0.0
+
+
+def with_statistic(speed, statistic):
+    """A metrics file's `speed` with each figure re-derived as `statistic` of its runs: the
+    statistic is a scoring setting (the report's, not a rerun trigger of the evaluations)."""
+    out = {**speed, "statistic": statistic}
+    for uses, key in RUNS_KEYS.items():
+        runs = [v for v in map(number, speed.get(key) or []) if v is not None and v > 0]
+        if runs:
+            out[SPEED_KEYS[uses]] = figure(runs, statistic)
+    return out
+
+
 def median_interval(runs):
-    """The distribution-free ~95 % confidence interval of the median: the order statistics at
-    ranks n/2 -+ 0.98 sqrt(n). Up to 10 runs that is [min, max]; for 60 runs the 22nd..39th."""
-    ordered, n = sorted(runs), len(runs)
-    half_width = 0.98 * math.sqrt(n)
-    lo = max(math.floor(n / 2 - half_width), 1)
-    hi = min(math.ceil(n / 2 + 1 + half_width), n)
-    return ordered[lo - 1], ordered[hi - 1]
+    """The distribution-free confidence interval of the median (median_ranks): [min, max] up to
+    8 runs, then narrower (the 22nd..39th of 60)."""
+    ordered = sorted(runs)
+    j, _ = median_ranks(len(ordered))
+    return ordered[j - 1], ordered[len(ordered) - j]
 
 
 # speed.statistic -> (a process's figure from its runs, the (low, high) its runs leave open)
@@ -104,32 +131,32 @@ def score_interval(perf_norm, lane_spt, base_spt):
             speed_low, speed_high)
 
 
-def tie_groups(rows):
-    """Scored rows (with Score, Score_low, Score_high) grouped by overlapping intervals, best
-    Score first: consecutive rows (by Score) join a group while their interval reaches below
-    the lowest bound the group has."""
-    groups = []
-    for r in sorted(rows, key=lambda r: (-r["Score"], r["lane"])):
-        if groups and r["Score_high"] >= min(g["Score_low"] for g in groups[-1]):
-            groups[-1].append(r)
-        else:
-            groups.append([r])
-    return groups
+def _wholly_above(a, b):
+    """Row a's Score interval lies wholly above row b's."""
+    return a["Score_low"] > b["Score_high"]
+
+
+def overlaps(a, b):
+    return not _wholly_above(a, b) and not _wholly_above(b, a)
 
 
 def tie_aware_order(rows):
-    """Scored rows in rank order: groups by Score, inside a group by PerfNorm (then Score).
-    Sets each row's `tied_with` (the other lanes of its group, or None)."""
-    ordered = []
-    for group in tie_groups(rows):
-        names = [r["lane"] for r in group]
-        for r in sorted(group, key=lambda r: (-(r["PerfNorm"] or 0.0), -r["Score"], r["lane"])):
-            others = [n for n in names if n != r["lane"]]
-            r["tied_with"] = ";".join(others) or None
-            ordered.append(r)
+    """Scored rows (with Score, Score_low, Score_high, PerfNorm) in rank order. Each place goes,
+    among the lanes left that no lane left lies wholly above (they all overlap one another), to
+    the highest PerfNorm (then Score, then name): so no lane is ranked above one whose interval
+    lies wholly above its own. Sets each row's `tied_with`: the lanes its interval overlaps."""
+    left, ordered = list(rows), []
+    while left:
+        free = [r for r in left if not any(_wholly_above(o, r) for o in left)]
+        best = min(free, key=lambda r: (-(r["PerfNorm"] or 0.0), -r["Score"], r["lane"]))
+        ordered.append(best)
+        left.remove(best)
+    for r in ordered:
+        r["tied_with"] = ";".join(o["lane"] for o in ordered if o is not r and overlaps(o, r)) or None
     return ordered
 
 
 def places_decided_by_noise(ranked, k):
-    """How many of the first k ranked lanes are tied with another lane."""
+    """How many of the first k ranked lanes overlap another lane (`tied_with`): the places
+    timing noise could change. Direct overlaps only: a chain of them says nothing."""
     return sum(1 for r in ranked[:k] if r.get("tied_with"))

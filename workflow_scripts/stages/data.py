@@ -12,15 +12,21 @@ through a temporary file and a rename, so an interrupted run leaves no half-writ
 from __future__ import annotations
 
 import argparse
+import json
 import random
+import re
 import tempfile
 from pathlib import Path
 
 from workflow_scripts.common import SEED, AtomicWriter, StageError, first_line, parse_recipe, run_cli
 from workflow_scripts.demo import data as demo_data
+from workflow_scripts.evaluation.benchmark_kinds import kind_of
+from workflow_scripts.evaluation.prompts import longqa_prompt_source
+from workflow_scripts.stages.decontamination import BenchmarkIndex, check_rows
 
 # Builders of datasets.load_dataset for local files, by suffix.
 BUILDERS = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv", ".arrow": "arrow"}
+REPORT = "data_report.json"  # counts, decontamination, which long-QA prompt each set uses
 # Roles as MANTA-1M and ShareGPT-style sets spell them -> the prepared schema's roles.
 ROLES = {"system": "system", "user": "user", "human": "user", "assistant": "assistant",
          "gpt": "assistant", "model": "assistant", "bot": "assistant"}
@@ -64,7 +70,19 @@ class Source:
         try:
             return load_dataset(self.dataset, split=self.split)
         except Exception as e:  # noqa: BLE001 - network, auth, unknown id or split
+            if is_gated(e):
+                raise StageError(f"{self}: the set is gated on the hub: accept its terms on "
+                                 f"https://huggingface.co/datasets/{self.dataset}, then set HF_TOKEN or run "
+                                 f"`hf auth login` ({first_line(e)})") from None
             raise StageError(f"{self}: cannot be loaded from the hub ({first_line(e)})") from None
+
+
+def is_gated(error) -> bool:
+    """Whether a hub load failed for want of access (KMMLU-Pro and KMMLU-Redux are gated):
+    huggingface_hub's GatedRepoError, or datasets' wording of it ("a gated dataset", 401/403)."""
+    names = {cls.__name__ for cls in type(error).__mro__}
+    text = str(error).lower()
+    return "GatedRepoError" in names or "gated" in text or re.search(r"\b40[13]\b", text) is not None
 
 
 def require_columns(ds, source, fields):
@@ -136,67 +154,41 @@ def split_sft(rows, val_fraction, calib_samples):
     return train, val, train[:calib_samples]
 
 
-def norm_mcqa(row, name, i, source):
-    options = row["options"]
-    if not isinstance(options, list) or len(options) < 2:
-        raise StageError(f"{source}: row {i}: field 'options' must be a list of at least 2 options")
-    try:
-        answer = int(str(row["solution"]).strip())
-    except ValueError:
-        raise StageError(f"{source}: row {i}: field 'solution' is {row['solution']!r}, "
-                         "expected a 1-based option number") from None
-    if not 1 <= answer <= len(options):
-        raise StageError(f"{source}: row {i}: field 'solution' {answer} is outside 1..{len(options)}")
-    return {"id": _row_id(row, name, i), "question": str(row["question"]),
-            "options": [str(o) for o in options], "answer": answer}
-
-
-def norm_longqa(row, name, i, source):
-    answer = row["answer"]
-    if isinstance(answer, list):  # some releases list several acceptable answers
-        answer = answer[0] if answer else ""
-    titles = row.get("titles") or []
-    return {"id": _row_id(row, name, i), "context": str(row["context"]), "question": str(row["question"]),
-            "answer": str(answer), "titles": [str(t) for t in titles]}
-
-
-def norm_mtbench(row, name, i, source):
-    turns = row["turns"]
-    if not isinstance(turns, list) or not turns:
-        raise StageError(f"{source}: row {i}: field 'turns' must be a non-empty list of strings")
-    reference = row.get("reference")
-    if not reference or not any(str(r).strip() for r in reference):
-        reference = None
-    key = "question_id" if row.get("question_id") is not None else "id"
-    return {"id": _row_id(row, name, i, key), "category": str(row.get("category") or "general"),
-            "turns": [str(t) for t in turns],
-            "reference": [str(r) for r in reference] if reference else None}
-
-
-BENCH_KINDS = {  # kind -> (required fields, row normalizer)
-    "mcqa": (["question", "options", "solution"], norm_mcqa),
-    "longqa": (["context", "question", "answer"], norm_longqa),
-    "mtbench": (["turns"], norm_mtbench),
-}
-
-
 def prepare_benchmark(name, cfg, source, seed):
-    kind = cfg.get("kind")
-    if kind not in BENCH_KINDS:
-        raise StageError(f"{source}: unknown kind {kind!r}; expected one of {sorted(BENCH_KINDS)}")
-    fields, normalize = BENCH_KINDS[kind]
+    """A benchmark's items in the prepared schema of its kind (benchmark_kinds.KINDS)."""
+    try:
+        kind = kind_of(name, cfg)
+    except ValueError as e:
+        raise StageError(f"{source}: {e}") from None
     ds = source.load()
-    require_columns(ds, source, fields)
+    require_columns(ds, source, kind.fields)
     ds = subsample(ds, cfg.get("max_samples"), seed)
     rows = []
     for i, row in enumerate(ds):
-        empty = next((f for f in fields if row[f] is None), None)
+        empty = next((f for f in kind.fields if row[f] is None), None)
         if empty:
             raise StageError(f"{source}: row {i}: field {empty!r} is empty")
-        rows.append(normalize(row, name, i, source))
+        try:
+            item = kind.normalize(row)
+        except ValueError as e:
+            raise StageError(f"{source}: row {i}: {e}") from None
+        key = kind.id_field if row.get(kind.id_field) is not None else "id"
+        rows.append({"id": _row_id(row, name, i, key), **item})
     if not rows:
         raise StageError(f"{source}: no items")
     return rows
+
+
+def decontaminate(rows, bench, benchmarks, settings):
+    """(SFT rows kept, report): rows sharing a word n-gram with a benchmark's texts are dropped
+    or only counted (data.decontamination.action; the demo's world is shared on purpose)."""
+    index = BenchmarkIndex(bench, {n: benchmarks[n]["kind"] for n in bench}, settings["ngram"])
+    kept, report = check_rows(rows, index, settings["action"])
+    if report["overlapping"]:
+        verb = "dropped" if report["dropped"] else "kept (action: report)"
+        print(f"data.sft: {report['overlapping']} of {report['checked']} conversations share a "
+              f"{report['ngram']}-gram with a benchmark ({report['by_benchmark']}): {verb}")
+    return kept, report
 
 
 # --- the stage ---------------------------------------------------------------------------
@@ -217,14 +209,22 @@ def prepare(spec, out):
 
     sft_cfg = data["sft"]
     rows = prepare_sft(sft_cfg, Source("data.sft", sft_cfg, demo_dir), seed)
-    train, val, calib = split_sft(rows, sft_cfg.get("val_fraction", 0.02),
-                                  data.get("calibration", {}).get("num_samples", 512))
     bench = {name: prepare_benchmark(name, cfg, Source(f"benchmark {name}", cfg, demo_dir), seed)
              for name, cfg in sorted(benchmarks.items())}
+    rows, decontamination = decontaminate(rows, bench, benchmarks, data["decontamination"])
+    if not rows:
+        raise StageError("data.sft: every conversation overlaps a benchmark (data.decontamination)")
+    train, val, calib = split_sft(rows, sft_cfg.get("val_fraction", 0.02),
+                                  data.get("calibration", {}).get("num_samples", 512))
     corpus = []
     if data.get("generate_demo"):
         corpus = (demo_dir / demo_data.FILES["corpus"]).read_text(encoding="utf-8").splitlines()
 
+    counts = {"sft_train": len(train), "sft_val": len(val), "calib": len(calib), "corpus": len(corpus),
+              **{f"bench/{n}": len(v) for n, v in bench.items()}}
+    report = {"counts": counts, "decontamination": decontamination,
+              "longqa_prompts": {n: {s: sum(longqa_prompt_source(it) == s for it in items) for s in ("row", "template")}
+                                 for n, items in bench.items() if benchmarks[n]["kind"] == "longqa"}}
     with AtomicWriter(out) as writer:
         writer.jsonl("sft_train.jsonl", train)
         writer.jsonl("sft_val.jsonl", val)
@@ -232,8 +232,7 @@ def prepare(spec, out):
         writer.text("corpus.txt", corpus)
         for name, items in bench.items():
             writer.jsonl(f"bench/{name}.jsonl", items)
-    counts = {"sft_train": len(train), "sft_val": len(val), "calib": len(calib), "corpus": len(corpus),
-              **{f"bench/{n}": len(v) for n, v in bench.items()}}
+        writer.text(REPORT, [json.dumps(report, indent=2, ensure_ascii=False)])
     print(f"prepared data in {out}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
     return counts
 

@@ -25,18 +25,14 @@ from workflow_scripts.common import (
     device_and_dtype,
     limit_threads,
     load_model,
-    parse_recipe,
     run_cli,
     save_model,
     set_seed,
     stage_args,
 )
-from workflow_scripts.planning.steps import STEP_REQUIRED
+from workflow_scripts.planning.steps import load_recipe, with_defaults
 from workflow_scripts.stages.chat_data import IGNORE
 from workflow_scripts.stages.training import chat_sets, eval_batches, fit
-
-DEFAULT_BATCH = 8
-DEFAULT_SEQ_LEN = 2048
 
 
 def parse_args(argv):
@@ -48,7 +44,7 @@ def parse_args(argv):
 
 
 def check_recipe(text) -> dict:
-    recipe = parse_recipe(text, STEP_REQUIRED["kd"], "kd")
+    recipe = load_recipe(text, "kd")
     if float(recipe["temperature"]) <= 0:
         raise StageError(f"kd recipe: temperature must be > 0, got {recipe['temperature']}")
     return recipe
@@ -153,16 +149,17 @@ def val_metrics(student, teacher, tok, dataset, batch_size) -> dict:
 
 def distil(student_dir, teacher_dir, train_path, val_path, recipe, out) -> dict:
     """Distil `teacher_dir` into `student_dir`, written to `out`. Returns kd_metrics.json."""
+    recipe = with_defaults("kd", recipe)
     set_seed(recipe.get("seed", SEED))
     student, teacher, tok = load_pair(student_dir, teacher_dir)
-    max_len = int(recipe.get("max_seq_length", DEFAULT_SEQ_LEN))
-    batch = int(recipe.get("batch_size", DEFAULT_BATCH))
+    max_len, batch = int(recipe["max_seq_length"]), int(recipe["batch_size"])
     train_ds, val_ds = chat_sets(tok, train_path, val_path, max_len)
 
     before = val_metrics(student, teacher, tok, val_ds, batch)
     device, dtype = device_and_dtype()
     # Two models on the GPU: checkpoint the student's activations unless the recipe says not to.
-    train_recipe = {"gradient_checkpointing": device == "cuda", **recipe}
+    checkpointing = recipe["gradient_checkpointing"]
+    train_recipe = {**recipe, "gradient_checkpointing": device == "cuda" if checkpointing is None else checkpointing}
     stats = fit(student, tok, train_ds, train_recipe, trainer_cls=make_trainer_class(),
                 teacher=teacher, kd_recipe=recipe)
     after = val_metrics(student, teacher, tok, val_ds, batch)

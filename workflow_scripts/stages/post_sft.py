@@ -23,7 +23,6 @@ from workflow_scripts.common import (
     check_model_dir,
     limit_threads,
     load_model,
-    parse_recipe,
     run_cli,
     set_seed,
     stage_args,
@@ -31,7 +30,7 @@ from workflow_scripts.common import (
     write_json,
 )
 from workflow_scripts.planning.families import family
-from workflow_scripts.planning.steps import STEP_REQUIRED
+from workflow_scripts.planning.steps import load_recipe
 from workflow_scripts.stages.training import train_with_val_loss
 
 
@@ -115,7 +114,7 @@ def rewrite_tensors(files, new: dict):
 
 def main(argv) -> int:
     args = parse_args(argv)
-    recipe = parse_recipe(args.recipe, STEP_REQUIRED["post_sft"], "post_sft")
+    recipe = load_recipe(args.recipe, "post_sft")
     files = check_quantized(args.model)
     set_seed(recipe.get("seed", SEED))
     limit_threads()

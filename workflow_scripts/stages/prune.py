@@ -29,20 +29,14 @@ from workflow_scripts.common import (
     check_full_precision,
     limit_threads,
     load_model,
-    parse_recipe,
     run_cli,
     save_model,
     set_seed,
     stage_args,
 )
 from workflow_scripts.planning.families import family, pruned_config
-from workflow_scripts.planning.steps import STEP_CHOICES, STEP_REQUIRED
+from workflow_scripts.planning.steps import load_recipe, with_defaults
 from workflow_scripts.stages.chat_data import calibration_set
-
-METRICS = STEP_CHOICES[("prune", "metric")]
-DEFAULT_SAMPLES = 128
-DEFAULT_SEQ_LEN = 1024
-DEFAULT_BATCH = 8
 
 
 def parse_args(argv):
@@ -52,12 +46,7 @@ def parse_args(argv):
 
 
 def check_recipe(text) -> dict:
-    recipe = parse_recipe(text, STEP_REQUIRED["prune"], "prune")
-    if not isinstance(recipe["keep_layers"], int):
-        raise StageError(f"recipe keep_layers must be an integer, got {recipe['keep_layers']!r}")
-    if recipe.get("metric", "block_influence") not in METRICS:
-        raise StageError(f"recipe metric {recipe.get('metric')!r} is not one of {METRICS}")
-    return recipe
+    return load_recipe(text, "prune")  # keep_layers an integer, metric a known one (planning/steps.py)
 
 
 def check_prunable(model_dir, keep) -> int:
@@ -155,17 +144,18 @@ def drop_layers(model, kept):
 
 def prune(model_dir, calib_path, recipe, out):
     """Prune `model_dir` to recipe keep_layers into `out`. Returns the prune.json dict."""
+    recipe = with_defaults("prune", recipe)
     keep = int(recipe["keep_layers"])
     n_layers = check_prunable(model_dir, keep)
-    metric = recipe.get("metric", "block_influence")
+    metric = recipe["metric"]
     n_drop = n_layers - keep
     set_seed(recipe.get("seed", SEED))
     t0 = time.time()
     model, tok = load_model(model_dir)
     model.eval()
     batches = calibration_batches(
-        calib_path, tok, int(recipe.get("num_calibration_samples", DEFAULT_SAMPLES)),
-        int(recipe.get("max_seq_length", DEFAULT_SEQ_LEN)), int(recipe.get("batch_size", DEFAULT_BATCH)))
+        calib_path, tok, int(recipe["num_calibration_samples"]),
+        int(recipe["max_seq_length"]), int(recipe["batch_size"]))
     bi, angular, tokens = score_layers(model, batches, n_drop)
     dropped = choose_dropped(metric, bi, angular, n_layers, n_drop)
     kept = [i for i in range(n_layers) if i not in dropped]

@@ -29,7 +29,6 @@ from workflow_scripts.common import (
     device_and_dtype,
     limit_threads,
     load_model,
-    parse_recipe,
     run_cli,
     set_seed,
     stage_args,
@@ -37,14 +36,12 @@ from workflow_scripts.common import (
     write_json,
 )
 from workflow_scripts.planning.families import family_of
-from workflow_scripts.planning.steps import STEP_CHOICES
+from workflow_scripts.planning.steps import STEPS, load_recipe, with_defaults
 from workflow_scripts.stages.chat_data import calibration_set
 
-SCHEMES, METHODS = STEP_CHOICES[("quantize", "scheme")], STEP_CHOICES[("quantize", "method")]
+SCHEMES = STEPS["quantize"]["scheme"].choices
 IGNORE = ["lm_head"]  # tied to embed_tokens on EXAONE; vLLM expects it in full precision
 NEEDS_CALIBRATION = {"W4A16", "W8A16", "W8A8", "FP8"}  # FP8_DYNAMIC is data-free
-DEFAULT_SAMPLES = 256
-DEFAULT_SEQ_LEN = 1024
 
 
 def parse_args(argv):
@@ -55,12 +52,9 @@ def parse_args(argv):
 
 
 def check_recipe(text) -> dict:
-    recipe = parse_recipe(text, ["scheme"], "quantize")
-    if recipe["scheme"] not in SCHEMES:
-        raise StageError(f"recipe scheme {recipe['scheme']!r} is not one of {SCHEMES}")
-    if recipe.get("method", "gptq") not in METHODS:
-        raise StageError(f"recipe method {recipe.get('method')!r} is not one of {METHODS}")
-    if recipe["scheme"] in ("W4A16", "W8A16") and recipe.get("method", "gptq") != "gptq":
+    """The recipe with its defaults (planning/steps.py), and a scheme its method can quantize."""
+    recipe = load_recipe(text, "quantize")
+    if recipe["scheme"] in ("W4A16", "W8A16") and recipe["method"] != "gptq":
         raise StageError(f"recipe scheme {recipe['scheme']} is quantized by GPTQ only (method: gptq)")
     return recipe
 
@@ -72,7 +66,7 @@ def quant_scheme(recipe):
 
     preset = {k: v.model_copy(deep=True) for k, v in PRESET_SCHEMES[recipe["scheme"]].items()}
     weights = preset["weights"]
-    if weights.strategy == "group" and recipe.get("group_size"):
+    if weights.strategy == "group" and recipe["group_size"]:
         weights.group_size = int(recipe["group_size"])
     return QuantizationScheme(targets=["Linear"], **preset)
 
@@ -82,9 +76,9 @@ def make_modifier(recipe, scheme, ignore=IGNORE):
     from llmcompressor.modifiers.quantization import GPTQModifier, QuantizationModifier
 
     groups = {"group_0": scheme}
-    if recipe.get("method", "gptq") == "gptq" and recipe["scheme"] != "FP8_DYNAMIC":
+    if recipe["method"] == "gptq" and recipe["scheme"] != "FP8_DYNAMIC":
         return GPTQModifier(config_groups=groups, ignore=list(ignore),
-                            dampening_frac=float(recipe.get("dampening_frac", 0.01)))
+                            dampening_frac=float(recipe["dampening_frac"]))
     return QuantizationModifier(config_groups=groups, ignore=list(ignore))
 
 
@@ -156,6 +150,7 @@ def check_quantizable(model_dir, model, scheme, ignore=IGNORE):
 def quantize(model_dir, calib_path, recipe, out, sensitivity=None):
     """Quantize `model_dir` by `recipe` into `out` (atomically). Returns the quantize.json dict.
     `calib_path`: calib.jsonl or a list of prepared files (the recipe's calibration_mix)."""
+    recipe = with_defaults("quantize", recipe)
     model_dir = Path(model_dir)
     check_full_precision(model_dir, "quantization needs full-precision weights")
     from llmcompressor import oneshot  # slow import: only once the input looks right
@@ -171,9 +166,8 @@ def quantize(model_dir, calib_path, recipe, out, sensitivity=None):
     check_quantizable(model_dir, model, scheme, ignore)
 
     calibrated = recipe["scheme"] in NEEDS_CALIBRATION
-    n = int(recipe.get("num_calibration_samples", DEFAULT_SAMPLES))
-    max_len = int(recipe.get("max_seq_length", DEFAULT_SEQ_LEN))
-    ds = calibration_set(tok, calib_path, n, max_len, recipe.get("calibration_mix")) if calibrated else None
+    n, max_len = int(recipe["num_calibration_samples"]), int(recipe["max_seq_length"])
+    ds = calibration_set(tok, calib_path, n, max_len, recipe["calibration_mix"]) if calibrated else None
 
     with staged_output(out) as tmp:
         t0 = time.time()
@@ -185,9 +179,9 @@ def quantize(model_dir, calib_path, recipe, out, sensitivity=None):
             "model": str(model_dir),
             "recipe": recipe,
             "scheme": recipe["scheme"],
-            "method": recipe.get("method", "gptq"),
+            "method": recipe["method"],
             "calibration_samples": len(ds) if ds else 0,
-            "calibration_mix": recipe.get("calibration_mix"),
+            "calibration_mix": recipe["calibration_mix"],
             "kept_layers": kept,  # decoder layers left in full precision
             "kept_by": kept_why if kept else None,
             "ignore": ignore,

@@ -104,7 +104,7 @@ def quantize_one_layer(model_dir, recipe, layer, ds, max_len, dtype):
 def measure(model_dir, calib_paths, heldout, params) -> dict:
     """The sensitivity of every decoder layer of `model_dir` to `params["recipe"]`."""
     from workflow_scripts.stages.chat_data import calibration_set
-    from workflow_scripts.stages.quantize import DEFAULT_SAMPLES, NEEDS_CALIBRATION, check_recipe, layer_linears
+    from workflow_scripts.stages.quantize import NEEDS_CALIBRATION, check_recipe, layer_linears
 
     recipe = check_recipe(json.dumps(params["recipe"]))
     how = params.get("measure") or {}
@@ -113,11 +113,12 @@ def measure(model_dir, calib_paths, heldout, params) -> dict:
     parent, tok = load_model(model_dir, dtype=dtype, device=device)
     parent.eval()
     layers = layer_linears(parent)
-    max_len = int(how.get("max_seq_length") or recipe.get("max_seq_length", 512))
-    n_calib = int(how.get("num_calibration_samples") or recipe.get("num_calibration_samples", DEFAULT_SAMPLES))
+    # config `sensitivity:` (schema defaults) wins; its null num_calibration_samples means the recipe's
+    max_len = int(how.get("max_seq_length") or recipe["max_seq_length"])
+    n_calib = int(how.get("num_calibration_samples") or recipe["num_calibration_samples"])
     ds = None
     if recipe["scheme"] in NEEDS_CALIBRATION:
-        ds = calibration_set(tok, calib_paths, n_calib, max_len, recipe.get("calibration_mix"))
+        ds = calibration_set(tok, calib_paths, n_calib, max_len, recipe["calibration_mix"])
     held = calibration_set(tok, heldout, int(how.get("num_eval_samples", 32)), max_len)["input_ids"]
 
     t0, rows = time.time(), []
@@ -151,7 +152,7 @@ def plot(path, result):
     recipe = result["recipe"]
     ax.set_xlabel("decoder layer (quantized alone)")
     ax.set_ylabel("KL(parent || quantized), per token")
-    ax.set_title(f"{Path(result['model']).name}: {recipe['scheme']} ({recipe.get('method', 'gptq')}) "
+    ax.set_title(f"{Path(result['model']).name}: {recipe['scheme']} ({recipe['method']}) "
                  "one layer at a time (#1 = most sensitive)", fontsize=10)
     ax.set_xticks([r["layer"] for r in rows])
     ax.grid(True, axis="y", alpha=0.3)

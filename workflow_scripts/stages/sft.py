@@ -18,13 +18,12 @@ from workflow_scripts.common import (
     check_full_precision,
     limit_threads,
     load_model,
-    parse_recipe,
     run_cli,
     save_model,
     set_seed,
     stage_args,
 )
-from workflow_scripts.planning.steps import STEP_REQUIRED
+from workflow_scripts.planning.steps import load_recipe
 from workflow_scripts.stages.training import train_with_val_loss
 
 
@@ -51,7 +50,7 @@ def add_lora(model, recipe):
     config = LoraConfig(
         r=int(recipe["lora_r"]),
         lora_alpha=recipe["lora_alpha"],
-        lora_dropout=float(recipe.get("lora_dropout", 0.0)),
+        lora_dropout=float(recipe["lora_dropout"]),
         target_modules=list(recipe["target_modules"]),
         task_type="CAUSAL_LM",
     )
@@ -68,7 +67,7 @@ def parent_dtype(config: dict):
 
 def main(argv) -> int:
     args = parse_args(argv)
-    recipe = parse_recipe(args.recipe, STEP_REQUIRED["sft"], "sft")
+    recipe = load_recipe(args.recipe, "sft")
     config = check_full_precision(args.model, "LoRA SFT needs full-precision weights "
                                                "(post_sft trains the norms of a quantized model)")
     set_seed(recipe.get("seed", SEED))

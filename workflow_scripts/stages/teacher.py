@@ -28,6 +28,7 @@ from pathlib import Path
 
 from workflow_scripts.common import SEED, AtomicWriter, StageError, read_jsonl, run_cli
 from workflow_scripts.stages import teacher_filters
+from workflow_scripts.stages.decontamination import BenchmarkIndex
 
 SAMPLING_DEFAULTS = {"temperature": 0.7, "top_p": 0.9, "max_new_tokens": 512, "repetition_penalty": 1.0,
                      "seed": SEED}
@@ -164,6 +165,16 @@ def teacher_settings(spec):
     }
 
 
+def benchmark_index(bench_dir, spec):
+    """The benchmarks' n-gram index when data.decontamination drops overlapping rows, else None."""
+    settings = spec.get("decontamination") or {}
+    if not bench_dir or settings.get("action") != "drop":
+        return None
+    benches = spec["benchmarks"]
+    items = {name: read_jsonl(Path(bench_dir) / f"{name}.jsonl") for name in benches}
+    return BenchmarkIndex(items, {name: b["kind"] for name, b in benches.items()}, settings["ngram"])
+
+
 def candidates(args, s):
     cands = []
     if s["sft_max_samples"] != 0:
@@ -202,7 +213,7 @@ def run(args) -> dict:
              per_request_seed=device != "cpu")
     gen_seconds = time.perf_counter() - start
 
-    kept, dropped = teacher_filters.filter_candidates(cands, s["filters"])
+    kept, dropped = teacher_filters.filter_candidates(cands, s["filters"], benchmark_index(args.bench_dir, spec))
     rows = [training_row(c, args.teacher_id, args.model, s["sampling"]) for c in kept]
     report = build_report(args.teacher_id, args.model, cands, kept, dropped,
                           {"sampling": s["sampling"], "filters": s["filters"]},
@@ -229,7 +240,8 @@ def main(argv) -> int:
     ap.add_argument("--teacher-id", required=True, help="the registry id recorded in provenance")
     ap.add_argument("--prompts", required=True, help="sft_train.jsonl: its user turns are prompts")
     ap.add_argument("--documents", help="passages (.txt lines or .jsonl) for question + answer pairs")
-    ap.add_argument("--spec", required=True, help="JSON {teacher, serve}")
+    ap.add_argument("--spec", required=True, help="JSON {teacher, serve, benchmarks, decontamination}")
+    ap.add_argument("--bench-dir", help="the prepared benchmarks: rows overlapping them are dropped")
     ap.add_argument("--out", required=True)
     ap.add_argument("--report", required=True, help="filter report JSON (same folder as --out)")
     args = ap.parse_args(argv)

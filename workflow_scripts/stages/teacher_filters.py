@@ -28,7 +28,7 @@ DEFAULTS = {
 }
 # In the order they are tried: a row is counted under the first that applies.
 REASONS = ["prompt_too_long", "empty", "truncated", "repetition", "language", "too_short", "too_long",
-           "qa_unparsed", "exact_duplicate", "near_duplicate"]
+           "qa_unparsed", "benchmark_overlap", "exact_duplicate", "near_duplicate"]
 
 # A unit of 10-80 characters repeated 4+ times in a row: a decoding loop ("네, 알겠습니다. " x 20).
 _LOOP = re.compile(r"(.{10,80}?)\1{3,}", re.S)
@@ -108,9 +108,10 @@ def final_messages(cand):
     return [*cand["messages"], {"role": "assistant", "content": cand["response"].strip()}]
 
 
-def filter_candidates(candidates, cfg=None):
+def filter_candidates(candidates, cfg=None, benchmarks=None):
     """(kept rows, {reason: count} for every reason of REASONS). A kept row is the candidate with
-    its final `messages`; duplicates keep their first occurrence."""
+    its final `messages`; duplicates keep their first occurrence. `benchmarks`: a
+    decontamination.BenchmarkIndex; a row sharing an n-gram with a benchmark is dropped."""
     cfg = settings(cfg)
     counts = dict.fromkeys(REASONS, 0)
     kept, exact, near = [], set(), set()
@@ -120,6 +121,8 @@ def filter_candidates(candidates, cfg=None):
         messages = None if reason else final_messages(cand)
         if not reason and messages is None:
             reason = "qa_unparsed"
+        if not reason and benchmarks is not None and any(benchmarks.match(m["content"]) for m in messages):
+            reason = "benchmark_overlap"
         if not reason:
             exact_key = json.dumps(messages, ensure_ascii=False, sort_keys=True)
             near_key = "\x1f".join(normalize(m["content"]) for m in messages if m["role"] != "system")
