@@ -65,7 +65,8 @@ STEPS = {
         "lora_r": Key((int,), help="LoRA rank"),
         "lora_alpha": Key(NUMBER, help="LoRA alpha"),
         "lora_dropout": Key(NUMBER, 0.0, "LoRA dropout"),
-        "target_modules": Key((list,), help="module names LoRA adapts"),
+        "target_modules": Key((list,), None, "module names LoRA adapts (null: the family's projections, "
+                              "workflow_scripts/planning/families.py)"),
         **_TRAIN,
     },
     "post_sft": dict(_TRAIN),  # RMSNorm weights only, on the quantized checkpoint

@@ -178,7 +178,8 @@ def serve_runtime(spec):
                                  "dist, version = serve_distribution()\n"
                                  "if dist: print(dist, version)"], 60, "vLLM version")
     found = stdout.strip() if code == 0 and stdout.strip() else "unknown"
-    want = f"vllm {spec['target']['vllm']}"
+    # target.vllm null: the target is the serve env's own vLLM (target name serve).
+    want = f"vllm {spec['target']['vllm']}" if spec["target"]["vllm"] else found
     return {"serve_env": found, "target": want, "is_target": found == want}
 
 
@@ -242,7 +243,7 @@ def package(summary, models_dir, spec, out, skip_serve_check=False):
     pkg, target = spec.get("package") or {}, spec.get("target") or {}
     if pkg.get("top_k") is None:
         raise StageError("--spec: package.top_k is required")
-    for key in ("python", "vllm", "max_zip_gb", "max_unpacked_gb"):
+    for key in ("python", "max_zip_gb", "max_unpacked_gb"):
         if target.get(key) is None:
             raise StageError(f"--spec: target.{key} is required")
     interpreter(target["python"], "target.python")  # fail before zipping anything

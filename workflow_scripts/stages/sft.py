@@ -4,7 +4,7 @@ train set (loss on assistant tokens only), then merged into full weights.
     python -m workflow_scripts.stages.sft --model DIR --train sft_train.jsonl --val sft_val.jsonl \
         --recipe JSON --out DIR
 
-Recipe: lora_r, lora_alpha, lora_dropout, target_modules, learning_rate, epochs, max_steps,
+Recipe: lora_r, lora_alpha, lora_dropout, target_modules (default: the family's projections), learning_rate, epochs, max_steps,
 batch_size, grad_accum, max_seq_length (optional: gradient_checkpointing).
 Writes the merged model (safetensors + tokenizer, in the parent's dtype) and sft_metrics.json
 (validation loss before/after, train seconds, steps, trainable parameters) to --out.
@@ -23,6 +23,7 @@ from workflow_scripts.common import (
     set_seed,
     stage_args,
 )
+from workflow_scripts.planning.families import family_of
 from workflow_scripts.planning.steps import load_recipe
 from workflow_scripts.stages.training import train_with_val_loss
 
@@ -73,6 +74,8 @@ def main(argv) -> int:
     set_seed(recipe.get("seed", SEED))
     limit_threads()
 
+    # No target_modules in the recipe: the family's projections (planning/families.py).
+    recipe["target_modules"] = list(recipe["target_modules"] or family_of(args.model).lora_targets)
     model, tok = load_model(args.model)
     check_targets(model, recipe["target_modules"], args.model)
     # The LoRA B matrices start at zero, so the val loss before training is the parent's own.
