@@ -104,10 +104,10 @@ GPU_DEVICES = _gpus if _gpus == "auto" else (",".join(str(g) for g in _gpus) or 
 
 def stage_cmd(rule_name, python=sys.executable, exclusive=False):
     """`<env> [gpu_slot ... --] python -m workflow_scripts` for one rule."""
-    slot = ""
-    if res(rule_name, "gpu"):
-        slot = (f"{sys.executable} -m workflow_scripts.gpu_slot --devices {GPU_DEVICES} "
-                f"--lock-dir {RESULTS / '.gpu_locks'}{' --exclusive' if exclusive else ''} -- ")
+    # A CPU job too, so that it never runs beside evaluate's timed section (gpu_slot --no-gpu).
+    mode = " --exclusive" if exclusive else ("" if res(rule_name, "gpu") else " --no-gpu")
+    slot = (f"{sys.executable} -m workflow_scripts.gpu_slot --devices {GPU_DEVICES} "
+            f"--lock-dir {RESULTS / '.gpu_locks'}{mode} -- ")
     return f"{STAGE_ENV} {slot}{python} -m workflow_scripts"
 
 

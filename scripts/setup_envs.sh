@@ -6,12 +6,16 @@
 #   .venv-target  the target's transformers + compressed-tensors and nothing else, for the
 #                 package gate (without CUDA; with it, a link to the serve env, which is the target)
 # A stamp holding the lock's hash makes a second call a no-op that takes seconds.
+#
+# ENVS_CUDA=1 builds the CUDA envs without a GPU (installing them needs none) and ENVS_DIR puts
+# the envs in another folder: scripts/check_cuda_envs.sh uses both.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
+ENVS_DIR=${ENVS_DIR:-.}
 
-if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
-  cuda=1 serve_lock=envs/serve-gpu.txt torch_pin=$(grep -E '^torch==' envs/torch-cuda.txt)
+if [ "${ENVS_CUDA:-0}" = 1 ] || { command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; }; then
+  cuda=1 serve_lock=envs/serve-gpu.lock.txt torch_pin=$(grep -E '^torch==' envs/torch-cuda.txt)
 else
   cuda=0 serve_lock=envs/serve-cpu.lock.txt torch_pin=
 fi
@@ -45,15 +49,18 @@ ensure_env() {  # ensure_env DIR LOCKFILE [TORCH_PIN]: TORCH_PIN replaces the lo
 share_identical_files() {
   command -v hardlink >/dev/null 2>&1 || return 0
   local envs=() d
-  for d in .venv .venv-serve .venv-target; do [ -d "$d" ] && [ ! -L "$d" ] && envs+=("$d"); done
+  for d in "$ENVS_DIR"/.venv "$ENVS_DIR"/.venv-serve "$ENVS_DIR"/.venv-target; do
+    [ -d "$d" ] && [ ! -L "$d" ] && envs+=("$d")
+  done
   hardlink -q --ignore-owner --ignore-time "${envs[@]}" || true
 }
 
-ensure_env .venv envs/compress.lock.txt "$torch_pin"
-ensure_env .venv-serve "$serve_lock"
+mkdir -p "$ENVS_DIR"
+ensure_env "$ENVS_DIR"/.venv envs/compress.lock.txt "$torch_pin"
+ensure_env "$ENVS_DIR"/.venv-serve "$serve_lock"
 if [ "$cuda" = 1 ]; then
   # The serve env holds the target's vLLM, transformers and compressed-tensors: check there.
-  [ -L .venv-target ] || { rm -rf .venv-target; ln -s .venv-serve .venv-target; }
+  [ -L "$ENVS_DIR"/.venv-target ] || { rm -rf "$ENVS_DIR"/.venv-target; ln -s .venv-serve "$ENVS_DIR"/.venv-target; }
 else
-  ensure_env .venv-target envs/target-cpu.lock.txt
+  ensure_env "$ENVS_DIR"/.venv-target envs/target-cpu.lock.txt
 fi

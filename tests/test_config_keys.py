@@ -24,7 +24,7 @@ RULE_READERS = {
     "evaluate": ["evaluation/evaluate.py", "evaluation/eval_worker.py", "evaluation/engine.py"],
     "speed_recheck": ["evaluation/evaluate.py", "evaluation/eval_worker.py", "evaluation/engine.py"],
     "target_check": ["shipping/target_check.py"],
-    "summary": ["scoring/report.py", "scoring/score.py", "scoring/noise.py"],
+    "summary": [str(p.relative_to(WS)) for p in sorted((WS / "scoring").glob("*.py"))],
     "package": ["shipping/package.py", "shipping/target_check.py"],
     "teacher_data": ["stages/teacher.py", "stages/teacher_filters.py", "evaluation/engine.py"],
     "sensitivity": ["stages/sensitivity.py"],  # config `sensitivity:` as its spec's `measure`

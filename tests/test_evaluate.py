@@ -15,6 +15,12 @@ from workflow_scripts.evaluation import answers, benchmark_scoring, evaluate, se
 SERVE_PY = REPO / ".venv-serve" / "bin" / "python"
 needs_serve = pytest.mark.skipif(not SERVE_PY.exists(), reason="serve env .venv-serve not installed")
 
+
+def _device():
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
 BENCHMARKS = {
     "t_mcqa": {"kind": "mcqa", "prompt_template": "mcqa_ko",
                "weight": 1.0, "max_samples": 4, "max_new_tokens": 8},
@@ -99,7 +105,7 @@ def test_end_to_end_on_tiny_model(tiny_model_dir, bench_dir, tmp_path):
         assert s[f"{kind}_sec_per_token"] == sorted(runs)[n // 2]
     assert s["warmup_server_sec_per_token"] > 0
     assert m["size_bytes"] == sum(p.stat().st_size for p in model.rglob("*") if p.is_file())
-    assert m["runtime"]["device"] == "cpu" and m["runtime"]["vllm"] and m["runtime"]["max_model_len"] == 512
+    assert m["runtime"]["device"] == _device() and m["runtime"]["vllm"] and m["runtime"]["max_model_len"] == 512
 
     rows = [json.loads(line) for line in items_path.read_text().splitlines()]
     assert len(rows) == 4 + 1 + 2  # one row per generation: mtbench has two turns
@@ -131,6 +137,7 @@ W8A16_QCONFIG = {
 
 
 @needs_serve
+@pytest.mark.skipif(_device() == "cuda", reason="vLLM on CUDA serves W8A16")
 def test_w8a16_is_unsupported_on_cpu_without_an_engine(tiny_model_dir, bench_dir, tmp_path):
     model = tmp_path / "w8a16"
     model.mkdir()
@@ -238,4 +245,93 @@ def test_paired_without_reference_is_a_stage_error(tiny_model_dir, bench_dir, tm
             "--spec", json.dumps(PAIRED_SPEC), "--out", tmp_path / "m.json", "--items", tmp_path / "i.jsonl"]
     with pytest.raises(StageError, match="--reference"):
         evaluate.main([str(a) for a in args])
+    assert not (tmp_path / "m.json").exists()
+
+
+# --- engine lifecycle: no engine process outlives its evaluation (docs/running.md) ---------------
+
+def _processes_marked(mark):
+    """Pids of live processes whose environment holds `mark` (inherited by every descendant)."""
+    found = []
+    for proc in os.listdir("/proc"):
+        if not proc.isdigit() or int(proc) == os.getpid():
+            continue
+        try:
+            env = open(f"/proc/{proc}/environ", "rb").read()
+            state = open(f"/proc/{proc}/stat").read().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if mark.encode() in env and state != "Z":
+            found.append(int(proc))
+    return found
+
+
+# A leader that leaves a child running after it exits, as a worker whose engine core outlived it.
+ORPHAN_MAKER = ("import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)']); "
+                "print('spawned', flush=True); time.sleep(float(sys.argv[1]))")
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("leader_s,timeout,code", [(0, None, 0), (600, 2, None)])
+def test_run_engine_process_leaves_no_process_behind(leader_s, timeout, code):
+    from workflow_scripts.evaluation.engine import run_engine_process
+
+    mark = f"ENGINE_TEST_{os.getpid()}_{leader_s}"
+    output = []
+    got = run_engine_process([os.sys.executable, "-c", ORPHAN_MAKER, str(leader_s)], output.append,
+                             env={**os.environ, mark: "1"}, timeout=timeout)
+    assert got == code  # an exit code, or None past the timeout
+    assert b"spawned" in b"".join(output)
+    assert _processes_marked(mark) == []
+
+
+def _spec_multiprocess():
+    return {**SPEC, "speed": {**SPEC["speed"], "repeats": 1, "micro_repeats": 1}}
+
+
+@needs_serve
+def test_engine_core_in_a_child_process_is_stopped(tiny_model_dir, bench_dir, tmp_path):
+    """As on CUDA, vLLM's engine core in a child process: the evaluation returns (the child no
+    longer holds the output pipe) and leaves no engine process behind."""
+    mark = f"ENGINE_TEST_{os.getpid()}_mp"
+    out = tmp_path / "base.recheck.json"
+    proc = subprocess.run([str(SERVE_PY), "-m", "workflow_scripts.evaluation.evaluate", "--model", str(tiny_model_dir),
+                           "--lane", "base", "--speed-only", "--bench-dir", str(bench_dir),
+                           "--spec", json.dumps(_spec_multiprocess()), "--out", str(out)],
+                          cwd=REPO, capture_output=True, text=True, timeout=400,
+                          env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO), mark: "1",
+                               "TOKENIZERS_PARALLELISM": "false", "VLLM_ENABLE_V1_MULTIPROCESSING": "1"})
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "EngineCore" in proc.stdout + proc.stderr  # the engine core did run in a child process
+    assert json.loads(out.read_text())["speed"]["server_sec_per_token"] > 0
+    assert _processes_marked(mark) == []
+
+
+@needs_serve
+def test_signal_to_evaluate_stops_worker_and_engine(tiny_model_dir, bench_dir, tmp_path):
+    """SIGTERM to evaluate (a timeout, Snakemake stopping the job) once the engine runs in a child
+    process: evaluate exits, and neither its worker nor the engine core lives on."""
+    import signal
+    import time
+
+    mark = f"ENGINE_TEST_{os.getpid()}_sig"
+    spec = {**SPEC, "speed": {**SPEC["speed"], "repeats": 1000}}  # would run for a long time
+    proc = subprocess.Popen([str(SERVE_PY), "-m", "workflow_scripts.evaluation.evaluate", "--model", str(tiny_model_dir),
+                             "--lane", "base", "--speed-only", "--bench-dir", str(bench_dir),
+                             "--spec", json.dumps(spec), "--out", str(tmp_path / "m.json")],
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO), mark: "1",
+                                 "TOKENIZERS_PARALLELISM": "false", "VLLM_ENABLE_V1_MULTIPROCESSING": "1"})
+    try:
+        for line in proc.stdout:
+            if "timed pass 2/" in line:
+                break
+        assert len(_processes_marked(mark)) >= 3  # evaluate, its worker, the engine core
+        start = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        proc.stdout.read()  # EOF: nothing holds evaluate's output any more
+        assert proc.wait(120) != 0 and time.monotonic() - start < 120
+    finally:
+        proc.kill()
+    assert _processes_marked(mark) == []
     assert not (tmp_path / "m.json").exists()

@@ -104,6 +104,28 @@ def test_exclusive_waits_for_every_device_and_holds_back_new_jobs(tmp_path):
     assert runs["late"][1] >= runs["excl"][2]
 
 
+def test_cpu_jobs_never_run_beside_an_exclusive_job(tmp_path):
+    """--no-gpu (prepare_data, the target check): no device, and no overlap with a timed
+    (exclusive) job, either way round: the exclusive job waits for a running CPU job, and a CPU
+    job that starts while the exclusive one waits or runs waits for it to end."""
+    log, locks = tmp_path / "log", tmp_path / "locks"
+    base = WRAP + ["--devices", "0,1", "--lock-dir", str(locks)]
+    env = env_for()
+    cpu = subprocess.Popen(base + ["--no-gpu", "--"] + recorder(log, "cpu", 1), env=env)
+    gpu = subprocess.Popen(base + ["--"] + recorder(log, "gpu", 0.3), env=env)
+    wait_for(lambda: started(log, "cpu"))
+    excl = subprocess.Popen(base + ["--exclusive", "--"] + recorder(log, "excl", 0.5),
+                            env=env, stderr=subprocess.PIPE, text=True)
+    assert "waiting" in excl.stderr.readline()
+    late = subprocess.Popen(base + ["--no-gpu", "--"] + recorder(log, "late", 0.1), env=env)
+    assert [p.wait(timeout=60) for p in (cpu, gpu, excl, late)] == [0, 0, 0, 0]
+    runs = intervals(log)
+    assert runs["cpu"][0] == runs["late"][0] == "-"  # CUDA_VISIBLE_DEVICES empty: no device
+    assert runs["gpu"][1] < runs["cpu"][2]  # a GPU job may run beside a CPU job
+    assert runs["excl"][1] >= runs["cpu"][2]
+    assert runs["late"][1] >= runs["excl"][2]
+
+
 def test_sigterm_is_forwarded_and_the_device_freed(tmp_path):
     locks, mark = tmp_path / "locks", tmp_path / "mark"
     # The sleep is killed by the trap: a process of the command left running keeps the lock.

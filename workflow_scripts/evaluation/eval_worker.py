@@ -16,15 +16,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import sys
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 from workflow_scripts.common import StageError, read_jsonl, run_cli, write_json
 from workflow_scripts.evaluation import answers
 from workflow_scripts.evaluation.benchmark_kinds import KINDS, kind_of
-from workflow_scripts.evaluation.engine import effective_max_model_len, serve_settings, start_engine
+from workflow_scripts.evaluation.engine import effective_max_model_len, fast_exit, serve_settings, serving
 from workflow_scripts.scoring import noise
 
 JUDGE_MAX_NEW_TOKENS = 512
@@ -137,8 +136,18 @@ def synthetic_prompt(tok, n_tokens):
     return ids[:n_tokens]
 
 
+def cold_prefix_cache(llm):
+    """Empty vLLM's prefix cache before a timed generation. The timed passes re-send the prompts
+    of the first pass; with the cache (vLLM's default) their prefill would be nearly free -- most
+    of all for long contexts -- and sec/token would time decoding alone, while a server sees each
+    prompt once (docs/metrics.md). Prefixes shared within one pass still hit, as on a server."""
+    if not llm.reset_prefix_cache():
+        raise RuntimeError("vLLM refused to reset its prefix cache (requests still running)")
+
+
 def timed_run(llm, prompt, params):
-    """Seconds per generated token of one generate call."""
+    """Seconds per generated token of one generate call, from a cold prefix cache."""
+    cold_prefix_cache(llm)
     start = time.perf_counter()
     out = llm.generate(prompt, params, use_tqdm=False)
     return (time.perf_counter() - start) / len(out[0].outputs[0].token_ids)
@@ -182,12 +191,21 @@ def worker_generate(args) -> int:
     benches = load_benchmarks(args.bench_dir, spec["benchmarks"])
     state = Path(args.state)
     state.write_text("starting")
-    start = time.perf_counter()
-    llm = start_engine(args.model, serve)
-    engine_seconds = time.perf_counter() - start
-    state.write_text("started")
-    print(f"engine started in {engine_seconds:.1f} s", flush=True)
+    with ExitStack() as engines:  # both engines stopped at the end (engine.serving)
+        start = time.perf_counter()
+        llm = engines.enter_context(serving(args.model, serve))
+        engine_seconds = time.perf_counter() - start
+        state.write_text("started")
+        print(f"engine started in {engine_seconds:.1f} s", flush=True)
+        result = timed_generations(llm, engines, args, spec, serve, benches)
+        result["runtime"]["engine_start_seconds"] = round(engine_seconds, 2)
+        write_json(args.out, result)
+    return 0
 
+
+def timed_generations(llm, engines, args, spec, serve, benches) -> dict:
+    """The answers (first pass), the timed passes and the micro-benchmark: generate's output.
+    A reference engine (score_uses: paired) joins `engines` (an ExitStack) for the micro-benchmark."""
     tok, max_len, seed = llm.get_tokenizer(), effective_max_model_len(args.model, serve), serve["seed"]
     # The first pass answers the benchmarks and warms the engine up; the timed section (the same
     # generations, then the micro-benchmark) is repeated so that one slow moment is not the Score.
@@ -195,6 +213,7 @@ def worker_generate(args) -> int:
     server = []
     for i in range(spec["speed"]["repeats"]):
         print(f"timed pass {i + 1}/{spec['speed']['repeats']}", flush=True)
+        cold_prefix_cache(llm)
         timed_rows, seconds = benchmark_pass(llm, tok, benches, max_len, seed)
         tokens = sum(r["tokens"] for r in timed_rows)
         server.append(seconds / tokens if tokens else None)
@@ -202,7 +221,7 @@ def worker_generate(args) -> int:
     if spec["speed"]["score_uses"] == "paired":
         # A second engine in this process: the base, timed run by run beside the model.
         print(f"reference engine: {args.reference}", flush=True)
-        reference = start_engine(args.reference, serve)
+        reference = engines.enter_context(serving(args.reference, serve))
     micro, reference_micro = micro_benchmark(llm, tok, spec["speed"], seed, reference)
     tokens = sum(r["tokens"] for r in rows)
     server = [s for s in server if s]
@@ -218,14 +237,9 @@ def worker_generate(args) -> int:
         ratios = [own / ref for own, ref in zip(micro, reference_micro)]
         speed.update(paired_reference=str(args.reference), paired_reference_runs_sec_per_token=reference_micro,
                      paired_ratio_runs=ratios, paired_speed_ratio=noise.figure(ratios, statistic))
-    write_json(args.out, {
-        "rows": rows,
-        "speed": speed,
-        "runtime": {"dtype": str(llm.model_config.dtype).replace("torch.", ""),
-                    "engine_start_seconds": round(engine_seconds, 2), "max_model_len": max_len,
-                    "enforce_eager": bool(serve["enforce_eager"])},
-    })
-    return 0
+    return {"rows": rows, "speed": speed,
+            "runtime": {"dtype": str(llm.model_config.dtype).replace("torch.", ""), "max_model_len": max_len,
+                        "enforce_eager": bool(serve["enforce_eager"])}}
 
 
 # --- judge -----------------------------------------------------------------------------------
@@ -236,12 +250,12 @@ def worker_judge(args) -> int:
     serve = serve_settings(spec)
     convs = read_jsonl(args.inp)
     Path(args.state).write_text("starting")
-    llm = start_engine(args.model, serve)
-    Path(args.state).write_text("started")
-    tok, max_len = llm.get_tokenizer(), effective_max_model_len(args.model, serve)
-    ps = [chat_prompt(tok, [{"role": "user", "content": answers.judge_prompt(
-        c["questions"], c["answers"], c["turn"], c.get("reference"))}]) for c in convs]
-    rows, _ = generate(llm, ps, JUDGE_MAX_NEW_TOKENS, max_len, serve["seed"])
+    with serving(args.model, serve) as llm:
+        Path(args.state).write_text("started")
+        tok, max_len = llm.get_tokenizer(), effective_max_model_len(args.model, serve)
+        ps = [chat_prompt(tok, [{"role": "user", "content": answers.judge_prompt(
+            c["questions"], c["answers"], c["turn"], c.get("reference"))}]) for c in convs]
+        rows, _ = generate(llm, ps, JUDGE_MAX_NEW_TOKENS, max_len, serve["seed"])
     write_json(args.out, {"ratings": [
         {"id": c["id"], "turn": c["turn"], "judge_response": r["response"],
          "rating": answers.parse_rating(r["response"])} for c, r in zip(convs, rows)]})
@@ -260,11 +274,8 @@ def main(argv) -> int:
     ap.add_argument("--in", dest="inp", help="judge: the conversations to rate (JSONL)")
     args = ap.parse_args(argv)
     code = worker_generate(args) if args.kind == "generate" else worker_judge(args)
-    # The output is written: skip vLLM's engine teardown at interpreter exit, which takes
-    # seconds (about 5 s for two CPU engines) per evaluation and releases nothing we keep.
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
+    # The output is written and the engines stopped (an in-process one needs no stopping).
+    fast_exit(code)
 
 
 if __name__ == "__main__":

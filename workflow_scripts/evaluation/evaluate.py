@@ -25,7 +25,6 @@ import argparse
 import json
 import os
 import re
-import subprocess
 import sys
 import tempfile
 from collections import deque
@@ -34,7 +33,13 @@ from pathlib import Path
 from workflow_scripts import REPO
 from workflow_scripts.common import StageError, check_model_dir, root_cause, run_cli, write_json, write_jsonl
 from workflow_scripts.evaluation.benchmark_scoring import METRIC_OF_KIND, score_rows
-from workflow_scripts.evaluation.engine import detect_device, effective_max_model_len, serve_settings, vllm_version
+from workflow_scripts.evaluation.engine import (
+    detect_device,
+    effective_max_model_len,
+    run_engine_process,
+    serve_settings,
+    vllm_version,
+)
 from workflow_scripts.evaluation.eval_worker import load_benchmarks
 from workflow_scripts.evaluation.serve_formats import quant_summary, unsupported_reason
 
@@ -51,18 +56,20 @@ def run_worker(kind, model, spec_json, work: Path, extra=()):
     state = work / f"{kind}.state"
     cmd = [sys.executable, "-m", "workflow_scripts.evaluation.eval_worker", kind, "--model", str(model),
            "--spec", spec_json, "--state", str(state), "--out", str(work / f"{kind}.json"), *extra]
-    tail, pending = deque(maxlen=300), b""
+    tail, pending = deque(maxlen=300), [b""]
     # The package root on PYTHONPATH so that `-m workflow_scripts...` resolves from any directory.
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
     out = sys.stdout.buffer
-    while chunk := proc.stdout.read1(1 << 16):
+
+    def echo(chunk):
         out.write(chunk)
         out.flush()
-        *lines, pending = re.split(rb"[\r\n]", pending + chunk)
+        *lines, pending[0] = re.split(rb"[\r\n]", pending[0] + chunk)
         tail.extend(l.decode(errors="replace") for l in lines)
-    tail.append(pending.decode(errors="replace"))
-    code = proc.wait()
+
+    # In a session of its own, stopped with its engines however this process ends (engine.py).
+    code = run_engine_process(cmd, echo, env=env)
+    tail.append(pending[0].decode(errors="replace"))
     started = state.exists() and state.read_text() == "started"
     return code, started, list(tail)
 

@@ -161,12 +161,17 @@ def gate_serve(model_dir, spec):
     """None when the serve env's vLLM generates from the model (subprocess), else why not."""
     cmd = [str(interpreter((spec.get("serve") or {}).get("python"), "serve.python")), "-m",
            "workflow_scripts.shipping.package", "--serve-check", str(Path(model_dir).resolve()), "--spec", json.dumps(spec)]
-    code, _, lines = run_check(cmd, SERVE_CHECK_TIMEOUT_S, "vLLM serve check")
+    # It starts an engine: run so that no engine process outlives it, also on a timeout.
+    output = []
+    code = engine.run_engine_process(cmd, output.append, env=dict(os.environ, PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1"),
+                                     cwd=REPO,
+                                     timeout=SERVE_CHECK_TIMEOUT_S)
+    if code is None:
+        return f"vLLM serve check timed out after {SERVE_CHECK_TIMEOUT_S} s"
+    lines = [l.strip() for l in b"".join(output).decode(errors="replace").splitlines() if l.strip()]
     if code == 0:
         print(f"  serve: {next((l for l in reversed(lines) if l.startswith('serve check')), 'ok')}")
         return None
-    if code is None:
-        return lines[0]
     print("\n".join(lines[-40:]), file=sys.stderr)  # the tail of vLLM's output, into the rule's log
     return f"vLLM serve check failed (exit {code}): {root_cause(lines)[:300]}"
 
@@ -189,11 +194,11 @@ def serve_check(model_dir, spec):
     check_model_dir(model_dir)
     serve = engine.serve_settings(spec or {})  # the validated config's values: no defaults of our own
     # A check, not a benchmark: eager (no graph capture).
-    llm = engine.start_engine(model_dir, {**serve, "enforce_eager": True})
-    from vllm import SamplingParams
+    with engine.serving(model_dir, {**serve, "enforce_eager": True}) as llm:
+        from vllm import SamplingParams
 
-    out = llm.chat([{"role": "user", "content": SERVE_CHECK_PROMPT}],
-                   SamplingParams(max_tokens=8, temperature=0.0), use_tqdm=False)
+        out = llm.chat([{"role": "user", "content": SERVE_CHECK_PROMPT}],
+                       SamplingParams(max_tokens=8, temperature=0.0), use_tqdm=False)
     generated = out[0].outputs[0]
     if not generated.token_ids:
         print("serve check failed: vLLM generated no tokens", file=sys.stderr)

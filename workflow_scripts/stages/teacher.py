@@ -193,7 +193,7 @@ def run(args) -> dict:
         detect_device,
         effective_max_model_len,
         serve_settings,
-        start_engine,
+        serving,
         vllm_version,
     )
 
@@ -205,13 +205,13 @@ def run(args) -> dict:
     print(f"teacher {args.teacher_id} ({args.model}): {len(cands)} prompts", flush=True)
 
     start = time.perf_counter()
-    llm = start_engine(args.model, serve)
-    engine_seconds = time.perf_counter() - start
-    start = time.perf_counter()
-    device = detect_device()
-    generate(llm, cands, s["sampling"], effective_max_model_len(args.model, serve), s["batch_size"],
-             per_request_seed=device != "cpu")
-    gen_seconds = time.perf_counter() - start
+    with serving(args.model, serve) as llm:  # stopped once the rows are generated
+        engine_seconds = time.perf_counter() - start
+        start = time.perf_counter()
+        device = detect_device()
+        generate(llm, cands, s["sampling"], effective_max_model_len(args.model, serve), s["batch_size"],
+                 per_request_seed=device != "cpu")
+        gen_seconds = time.perf_counter() - start
 
     kept, dropped = teacher_filters.filter_candidates(cands, s["filters"], benchmark_index(args.bench_dir, spec))
     rows = [training_row(c, args.teacher_id, args.model, s["sampling"]) for c in kept]
