@@ -54,7 +54,7 @@ def built_workdir(tmp_path_factory):
     cfg = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())
     cfg["lanes_file"] = str(work / "lanes.yaml")
     cfg["lanes"] = ["w4a16", "w4a16_postsft", "w8a8_minmax"]
-    cfg["base"]["demo"].update(train_minutes=0.05, max_steps=5)
+    cfg["base"]["demo"].update(max_steps=5)
     cfg["recipe_overrides"]["postsft"].update(max_steps=2)
     (work / "cfg.yaml").write_text(yaml.safe_dump(cfg))
     targets = [f"{DEMO_RESULTS}/models/base.gptq_w4a16", f"{DEMO_RESULTS}/models/base.gptq_w4a16.postsft",

@@ -125,7 +125,7 @@ def sweep_workdir(tmp_path, grid):
     cfg["lanes_file"] = str(REPO / "config" / "lanes.yaml")
     cfg["sweep_overrides"] = {"w4a16_mixed": {"grid": {K: grid}}}
     cfg["lanes"] = [f"w4a16_mixed__k{k}" for k in grid]
-    cfg["base"]["demo"].update(train_minutes=0.05, max_steps=5)
+    cfg["base"]["demo"].update(max_steps=5)
     (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
     return ["--snakefile", str(REPO / "Snakefile"), "--directory", str(tmp_path),
             "--configfile", str(tmp_path / "cfg.yaml"), "--cores", "2"]
