@@ -1,6 +1,6 @@
 """The demo's base model: a BPE tokenizer trained with `tokenizers` on the generated corpus, an
-EXAONE-4.0 chat template, a small Exaone4ForCausalLM (hidden/intermediate multiples of 128 so
-GPTQ's group size fits), then a short causal-LM training run of a fixed step count, seed and
+the chat template of its family (demo/chat_formats.py: EXAONE-4.0's by default), a small model of
+that family (base.demo.model_type; hidden/intermediate multiples of 128 so GPTQ's group size fits), then a short causal-LM training run of a fixed step count, seed and
 thread count (so every run builds the same weights) on the corpus and the chat-formatted train set. Called by workflow_scripts.stages.base when base.source is demo.
 """
 from __future__ import annotations
@@ -11,26 +11,9 @@ import time
 from pathlib import Path
 
 from workflow_scripts.common import StageError, read_jsonl, set_seed, write_model_dir
+from workflow_scripts.demo.chat_formats import FORMATS, PAD, UNK
+from workflow_scripts.planning.families import family
 from workflow_scripts.stages.chat_data import IGNORE, encode_chat
-
-# EXAONE 4.0's chat format in non-reasoning mode, as its own template renders it: each turn is
-# `[|role|]\n{content}[|endofturn|]\n`; an assistant turn opens with an empty think block, and
-# so does the generation prompt. <think> / </think> are plain added tokens (kept in decoded text).
-SPECIAL_TOKENS = ["[PAD]", "[BOS]", "[UNK]", "[|endofturn|]", "[|system|]", "[|user|]", "[|assistant|]"]
-THINK_TOKENS = ["<think>", "</think>"]
-PAD, BOS, UNK, EOT = "[PAD]", "[BOS]", "[UNK]", "[|endofturn|]"
-EMPTY_THINK = "<think>\n\n</think>\n\n"
-CHAT_TEMPLATE = (
-    "{% for message in messages %}"
-    "{% if message['role'] == 'assistant' %}"
-    "[|assistant|]\n" + EMPTY_THINK + "{{ message['content'] }}[|endofturn|]\n"
-    "{% else %}"
-    "[|{{ message['role'] }}|]\n{{ message['content'] }}[|endofturn|]\n"
-    "{% endif %}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}[|assistant|]\n" + EMPTY_THINK + "{% endif %}"
-)
-
 
 # Korean particles and endings split from the word they end (longest first), for the demo
 # tokenizer: '녹차입니다' -> 녹차 + 입니다, '미도의' -> 미도 + 의.
@@ -38,8 +21,9 @@ KOREAN_SUFFIXES = ["에서는", "에서", "으로", "입니다", "입니까", "�
                    "이다", "은", "는", "이", "가", "을", "를", "의", "에", "로", "와", "과"]
 
 
-def train_tokenizer(texts, vocab_size, korean_words=False):
-    """A byte-level BPE tokenizer trained on `texts`, wrapped for transformers.
+def train_tokenizer(texts, vocab_size, korean_words=False, model_type="exaone4"):
+    """A byte-level BPE tokenizer trained on `texts`, wrapped for transformers, with the special
+    tokens and chat template of `model_type`'s family (demo/chat_formats.py).
 
     korean_words: pre-tokenize into words, spaces, digits and punctuation, with common Korean
     particles and endings split off each word's end, so BPE never fuses a name with its
@@ -49,6 +33,7 @@ def train_tokenizer(texts, vocab_size, korean_words=False):
     from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
+    fmt = FORMATS[model_type]
     tok = Tokenizer(models.BPE(unk_token=UNK))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     if korean_words:
@@ -60,30 +45,34 @@ def train_tokenizer(texts, vocab_size, korean_words=False):
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
-        special_tokens=SPECIAL_TOKENS,
+        special_tokens=[PAD, UNK, *fmt.special],
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
     tok.train_from_iterator(texts, trainer=trainer)
-    tok.add_tokens([AddedToken(t, special=False, normalized=False) for t in THINK_TOKENS])
+    tok.add_tokens([AddedToken(t, special=False, normalized=False) for t in fmt.added])
     # Causal LMs take no token_type_ids (generate() rejects them), as EXAONE's own tokenizer says.
     fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok, bos_token=BOS, eos_token=EOT, unk_token=UNK, pad_token=PAD,
+        tokenizer_object=tok, bos_token=fmt.bos, eos_token=fmt.eos, unk_token=UNK, pad_token=PAD,
         model_input_names=["input_ids", "attention_mask"],
     )
-    fast.chat_template = CHAT_TEMPLATE
+    fast.chat_template = fmt.template
     return fast
 
 
 def build_model(tokenizer, arch: dict):
-    """A randomly initialised Exaone4ForCausalLM of the given shape (all full attention,
-    tied embeddings, as EXAONE-4.0-1.2B). arch embedding_vocab_size pads the embedding beyond
-    the tokenizer's tokens, to a real model's row count (the real-shape smoke run)."""
+    """A randomly initialised model of arch model_type's family (default exaone4) and the given
+    shape: all full attention and tied embeddings, as EXAONE-4.0-1.2B. arch embedding_vocab_size
+    pads the embedding beyond the tokenizer's tokens, to a real model's row count (the real-shape
+    smoke run)."""
     import torch
-    from transformers import Exaone4Config, Exaone4ForCausalLM
+    from transformers import AutoConfig, AutoModelForCausalLM
 
-    n = arch["num_hidden_layers"]
-    cfg = Exaone4Config(
+    model_type, n = arch.get("model_type", "exaone4"), arch["num_hidden_layers"]
+    # Families that list each layer's attention kind get all full attention, as sliding is off.
+    layer_types = {"layer_types": ["full_attention"] * n} if "layer_types" in family(model_type).per_layer_config else {}
+    cfg = AutoConfig.for_model(
+        model_type,
         vocab_size=max(len(tokenizer), arch.get("embedding_vocab_size") or 0),
         hidden_size=arch["hidden_size"],
         intermediate_size=arch["intermediate_size"],
@@ -92,15 +81,15 @@ def build_model(tokenizer, arch: dict):
         num_key_value_heads=arch["num_key_value_heads"],
         max_position_embeddings=arch.get("max_position_embeddings", 2048),
         tie_word_embeddings=True,
-        sliding_window=None,
-        layer_types=["full_attention"] * n,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
         dtype="float32",
+        **dict(FORMATS[model_type].config),
+        **layer_types,
     )
     torch.manual_seed(42)
-    model = Exaone4ForCausalLM(cfg)
+    model = AutoModelForCausalLM.from_config(cfg)
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     return model
@@ -132,7 +121,7 @@ def encode_examples(tok, docs, chats, seq_length):
     assistant turns only (chat_data.encode_chat)."""
     examples = []
     for doc in docs:
-        ids = tok(doc + EOT, add_special_tokens=False, truncation=True, max_length=seq_length)["input_ids"]
+        ids = tok(doc + tok.eos_token, add_special_tokens=False, truncation=True, max_length=seq_length)["input_ids"]
         examples.append((ids, list(ids)))
     for messages in chats:
         enc = encode_chat(tok, messages, seq_length)
@@ -220,7 +209,7 @@ def build_demo(spec, data_dir, out):
     set_seed(compute.get("seed", 42))
     docs, chats = training_texts(data_dir)
     texts = docs + [m["content"] for msgs in chats for m in msgs]
-    tok = train_tokenizer(texts, demo["vocab_size"], korean_words=True)
+    tok = train_tokenizer(texts, demo["vocab_size"], korean_words=True, model_type=demo["model_type"])
     model = build_model(tok, demo)
     if compute.get("device") == "cuda" and torch.cuda.is_available():
         model.to("cuda")
