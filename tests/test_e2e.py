@@ -14,15 +14,14 @@ import zipfile
 
 import pytest
 import yaml
-from conftest import DEMO_RESULTS
+from conftest import DEMO_RESULTS, needs_serve
 
 from workflow_scripts import REPO
 from workflow_scripts.scoring.score import score_row
 
 LANES = ["w4a16", "fp8_static", "w8a8_minmax", "sft", "broken"]
 
-pytestmark = pytest.mark.skipif(not (REPO / ".venv-serve" / "bin" / "python").exists(),
-                                reason="needs the serve env (.venv-serve)")
+pytestmark = needs_serve
 
 
 def snakemake_cmd(work, *args):
@@ -32,24 +31,18 @@ def snakemake_cmd(work, *args):
 
 
 @pytest.fixture(scope="module")
-def work(tmp_path_factory):
-    """A demo config with a short base training, five lanes and one that cannot build
-    (GPTQ with group size 96 on a hidden size of 128)."""
-    work = tmp_path_factory.mktemp("e2e")
-    lanes = yaml.safe_load((REPO / "config" / "lanes.yaml").read_text())
+def work(workflow_dir):
+    """The shared working directory (its short base training, its benchmark sizes) with cfg.yaml:
+    five lanes and one that cannot build (GPTQ with group size 96 on a hidden size of 128)."""
+    work = workflow_dir.path
+    lanes = yaml.safe_load((work / "lanes.yaml").read_text())
     lanes["recipes"]["gptq_w4a16_g96"] = {**lanes["recipes"]["gptq_w4a16"], "group_size": 96}
     lanes["lanes"]["broken"] = ["gptq_w4a16_g96"]
-    (work / "lanes.yaml").write_text(yaml.safe_dump(lanes))
-    cfg = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())
-    cfg.update(lanes_file=str(work / "lanes.yaml"), lanes=LANES)
-    # Step-bound, not time-bound: a 30 s cap gave 68 steps on a slow day, a base that parses no
-    # MCQA answer (Perf 0, so no lane has a Score). 150 steps (about 1 min) give the same base on
-    # every run, one that answers every MCQA item; 40 items keep its accuracy clear of 0.
-    cfg["base"]["demo"].update(train_minutes=10, max_steps=150)
+    (work / "e2e_lanes.yaml").write_text(yaml.safe_dump(lanes))
+    cfg = workflow_dir.settings()
+    cfg.update(lanes_file=str(work / "e2e_lanes.yaml"), lanes=LANES)
     cfg["package"]["top_k"] = 2
-    for bench, n in (("demo_mcqa", 40), ("demo_longqa", 5), ("demo_mtbench", 2)):
-        cfg["benchmarks"][bench]["max_samples"] = n
-    (work / "cfg.yaml").write_text(yaml.safe_dump(cfg))
+    workflow_dir.configure("cfg.yaml", cfg)
     return work
 
 
