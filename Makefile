@@ -8,9 +8,11 @@ envs:
 demo: envs
 	.venv/bin/snakemake --profile profiles/demo
 
-# Every tier (pytest.ini), after Snakemake's linter on both configs.
-test: envs lint
-	.venv/bin/python -m pytest tests
+# Every tier (pytest.ini), cheapest first so that a failure shows early: Snakemake's linter on
+# both configs, the unit tier, then the others in one session (they share the tiny model and
+# the workflow directory that tests/conftest.py builds once).
+test: envs lint test-fast
+	.venv/bin/python -m pytest -m "not unit" tests
 
 # The fast tier: pure functions and small files, under a minute.
 test-fast: envs

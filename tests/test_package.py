@@ -10,18 +10,13 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from conftest import copy_with
+from conftest import TARGET_PY, copy_with, needs_serve, needs_target
 
 from workflow_scripts import REPO, common
 from workflow_scripts.planning.config import read_config
 from workflow_scripts.shipping import package
 
-SERVE_PY = REPO / ".venv-serve" / "bin" / "python"
-TARGET_PY = REPO / ".venv-target" / "bin" / "python"
 TARGET = read_config(REPO / "config" / "demo.yaml")["target"]  # the schema's defaults
-
-pytestmark = pytest.mark.skipif(not TARGET_PY.exists(), reason="target env .venv-target not installed")
-
 
 def spec(top_k=3, max_zip_gb=10, max_unpacked_gb=32):
     return {"package": {"top_k": top_k},
@@ -64,6 +59,7 @@ def run(tmp_path, models, lanes, skip_serve=True, **limits):
     return out, json.loads((out / "manifest.json").read_text())
 
 
+@needs_target
 def test_ships_top_k_in_score_order_with_model_at_zip_root(tmp_path, models):
     lanes = [("b", "0.71", "ok"), ("a", "0.64", "ok"), ("c", "0.52", "ok"),
              ("d", "", "unsupported")]
@@ -101,6 +97,7 @@ print(transformers.__version__, compressed_tensors.__version__, new.shape[1] - i
 """
 
 
+@needs_target
 def test_every_unpacked_zip_loads_and_generates_in_the_target_env(tmp_path, models):
     lanes = [("w8a8_gptq", "0.62", "ok"), ("w4a16", "0.6", "ok"), ("a", "0.55", "ok")]
     out, manifest = run(tmp_path, models, lanes, top_k=3)
@@ -126,6 +123,7 @@ def layer_types_unshortened(doc):
     doc["layer_types"] = doc["layer_types"] + ["full_attention"] * 2  # a pruned model's old list
 
 
+@needs_target
 def test_target_rejects_broken_lanes_and_the_next_lane_ships(tmp_path, models):
     copy_with(models / "base.a", models / "base.tok5", tokenizer_config=broken_tokenizer)
     copy_with(models / "base.w4a16", models / "base.head", config=lm_head_quantized)
@@ -140,6 +138,7 @@ def test_target_rejects_broken_lanes_and_the_next_lane_ships(tmp_path, models):
     assert all(r["gate"]["size"] == "ok" and r["gate"]["target"] == r["reason"] for r in manifest["rejected"])
 
 
+@needs_target
 def test_gate_failure_skips_to_next_lane(tmp_path, models):
     (models / "base.b" / "config.json").write_text("{corrupt")
     (models / "base.a" / "config.json").write_text(json.dumps({"model_type": "no_such_architecture"}))
@@ -156,6 +155,7 @@ def test_gate_failure_skips_to_next_lane(tmp_path, models):
                                                      "top1", "top2"]
 
 
+@needs_target
 def test_size_limit_rejects_every_candidate(tmp_path, models):
     out, manifest = run(tmp_path, models, [("a", "0.6", "ok"), ("b", "0.55", "ok")], max_unpacked_gb=1e-6)
     assert manifest["shipped"] == []
@@ -164,6 +164,7 @@ def test_size_limit_rejects_every_candidate(tmp_path, models):
     assert sorted(p.name for p in out.iterdir()) == ["manifest.json"]
 
 
+@needs_target
 def test_crash_leaves_no_half_package(tmp_path, models, monkeypatch):
     def boom(*_):
         raise RuntimeError("disk full")
@@ -176,7 +177,8 @@ def test_crash_leaves_no_half_package(tmp_path, models, monkeypatch):
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".submissions")] == []
 
 
-@pytest.mark.skipif(not SERVE_PY.exists(), reason="no serve env (.venv-serve)")
+@needs_target
+@needs_serve
 def test_serve_check_generates_with_vllm(tmp_path, models):
     """The full gate, vLLM included: one candidate, ~60 s on a 2-core CPU."""
     out, manifest = run(tmp_path, models, [("a", "0.6", "ok")], skip_serve=False, top_k=1)

@@ -3,7 +3,7 @@ import json
 
 import pytest
 import torch
-from conftest import assert_one_line_error, run_training_stage
+from conftest import assert_one_line_error, run_main, run_training_stage, training_argv
 from safetensors import safe_open
 
 from workflow_scripts.stages import post_sft
@@ -13,7 +13,12 @@ RECIPE = dict(learning_rate=3e-2, max_steps=8, batch_size=8, max_seq_length=128)
 
 
 def run_post_sft(model, data, out, recipe=RECIPE):
-    return run_training_stage("post_sft", model, data, out, recipe)
+    return run_training_stage("stages.post_sft", model, data, out, recipe)
+
+
+def post_sft_error(model, data, out, recipe=RECIPE):
+    """The CLI in-process: an error path needs no interpreter of its own."""
+    return run_main("stages.post_sft", *training_argv(model, data, out, recipe))
 
 
 def tensors(folder):
@@ -81,14 +86,14 @@ def test_reloads_with_the_recorded_val_loss(post_out, tiny_data_dir):
 
 
 def test_full_precision_input_is_refused(tmp_path, tiny_model_dir, tiny_data_dir):
-    r = run_post_sft(tiny_model_dir, tiny_data_dir, tmp_path / "out")
+    r = post_sft_error(tiny_model_dir, tiny_data_dir, tmp_path / "out")
     assert r.returncode == 2
     assert_one_line_error(r.stderr, "not quantized")
     assert not (tmp_path / "out").exists()
 
 
 def test_missing_model_is_one_line_exit_2(tmp_path, tiny_data_dir):
-    r = run_post_sft(tmp_path / "nope", tiny_data_dir, tmp_path / "out")
+    r = post_sft_error(tmp_path / "nope", tiny_data_dir, tmp_path / "out")
     assert r.returncode == 2
     assert_one_line_error(r.stderr, "nope")
 
@@ -99,6 +104,6 @@ def test_corrupt_weights_are_one_line_exit_2(tmp_path, quantized_dir, tiny_data_
     for f in quantized_dir.iterdir():
         data = f.read_bytes()
         (bad / f.name).write_bytes(data[:1000] if f.suffix == ".safetensors" else data)
-    r = run_post_sft(bad, tiny_data_dir, tmp_path / "out")
+    r = post_sft_error(bad, tiny_data_dir, tmp_path / "out")
     assert r.returncode == 2
     assert_one_line_error(r.stderr, "cannot be loaded")

@@ -2,13 +2,11 @@
 shallower Exaone4 that computes exactly what the original computes with those layers skipped."""
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO, TINY_ARCH, assert_same_tokenizer
+from conftest import TINY_ARCH, assert_same_tokenizer, run_main
 from safetensors import safe_open
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -137,10 +135,8 @@ def test_angular_drops_the_closest_contiguous_block(tiny_model_dir, tiny_data_di
 
 
 def test_keep_all_layers_exits_2_with_one_line(tiny_model_dir, tiny_data_dir, tmp_path):
-    proc = subprocess.run(
-        [sys.executable, "-m", "workflow_scripts.stages.prune", "--model", str(tiny_model_dir),
-         "--calib", str(tiny_data_dir / "calib.jsonl"), "--recipe", json.dumps(dict(RECIPE, keep_layers=4)),
-         "--out", str(tmp_path / "out")], cwd=REPO, capture_output=True, text=True)
+    proc = run_main("stages.prune", "--model", tiny_model_dir, "--calib", tiny_data_dir / "calib.jsonl",
+                    "--recipe", json.dumps(dict(RECIPE, keep_layers=4)), "--out", tmp_path / "out")
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:") and "keep_layers 4" in lines[0], proc.stderr

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 import torch
-from conftest import REPO, TINY_ARCH, assert_same_tokenizer
+from conftest import REPO, TINY_ARCH, assert_same_tokenizer, run_main
 from safetensors import safe_open
 
 from workflow_scripts.demo import model as demo_model
@@ -147,6 +147,7 @@ def test_reloads_and_generates(quantized, tiny_model_dir, name):
 
 
 def assert_one_line_error(r, *needles):
+    """The CLI's failure (run in-process: run_main) is exit 2 and one `error:` line."""
     assert r.returncode == 2, r.stderr[-2000:]
     assert "Traceback" not in r.stderr
     errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
@@ -157,8 +158,8 @@ def assert_one_line_error(r, *needles):
 
 def test_missing_model_dir(tmp_path, tiny_data_dir):
     missing, out = tmp_path / "nope", tmp_path / "nope.gptq_w4a16"
-    r = run_cli("--model", missing, "--calib", tiny_data_dir / "calib.jsonl",
-                "--recipe", json.dumps(RECIPES["w4a16"]), "--out", out)
+    r = run_main("stages.quantize", "--model", missing, "--calib", tiny_data_dir / "calib.jsonl",
+                 "--recipe", json.dumps(RECIPES["w4a16"]), "--out", out)
     assert_one_line_error(r, missing, "does not exist")
     assert not out.exists()
 
@@ -169,15 +170,15 @@ def test_dims_not_divisible_by_group(tmp_path, tiny_model_dir, tiny_data_dir):
     tok = AutoTokenizer.from_pretrained(tiny_model_dir, local_files_only=True)
     model_dir, out = tmp_path / "h96", tmp_path / "h96.gptq_w4a16"
     demo_model.save(demo_model.build_model(tok, dict(TINY_ARCH, hidden_size=96)), tok, model_dir)
-    r = run_cli("--model", model_dir, "--calib", tiny_data_dir / "calib.jsonl",
-                "--recipe", json.dumps(RECIPES["w4a16"]), "--out", out)
+    r = run_main("stages.quantize", "--model", model_dir, "--calib", tiny_data_dir / "calib.jsonl",
+                 "--recipe", json.dumps(RECIPES["w4a16"]), "--out", out)
     assert_one_line_error(r, model_dir, "model.layers.0.self_attn.q_proj", "96", "group size 128")
     assert not out.exists() and not list(tmp_path.glob(".*tmp*"))
 
 
 def test_already_quantized(tmp_path, quantized, tiny_data_dir):
     src, out = quantized("w4a16"), tmp_path / "twice"
-    r = run_cli("--model", src, "--calib", tiny_data_dir / "calib.jsonl",
-                "--recipe", json.dumps(RECIPES["w8a8_gptq"]), "--out", out)
+    r = run_main("stages.quantize", "--model", src, "--calib", tiny_data_dir / "calib.jsonl",
+                 "--recipe", json.dumps(RECIPES["w8a8_gptq"]), "--out", out)
     assert_one_line_error(r, src, "already quantized")
     assert not out.exists()

@@ -9,7 +9,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import REPO
+from conftest import REPO, needs_target
 from safetensors.torch import load_file, save_file
 
 from workflow_scripts.stages.quantize import quantize
@@ -108,10 +108,7 @@ def test_explicit_layer_list_and_missing_sensitivity(tmp_path, tiny_model_dir, t
                  {**W4A16, "keep_unquantized": {"most_sensitive": 1}}, tmp_path / "no_file")
 
 
-TARGET_PY = REPO / ".venv-target" / "bin" / "python"
-
-
-@pytest.mark.skipif(not TARGET_PY.exists(), reason="target env .venv-target not installed")
+@needs_target
 def test_mixed_checkpoint_passes_the_target_check(mixed):
     from test_target_check import target_check
 

@@ -4,7 +4,7 @@ import shutil
 
 import pytest
 import torch
-from conftest import assert_one_line_error, assert_same_tokenizer, run_training_stage
+from conftest import assert_one_line_error, assert_same_tokenizer, run_main, run_training_stage, training_argv
 from safetensors.torch import load_file
 
 from workflow_scripts.common import StageError
@@ -17,7 +17,12 @@ RECIPE = dict(lora_r=8, lora_alpha=16, lora_dropout=0.0, target_modules=PROJ, le
 
 
 def run_sft(model, data, out, recipe=RECIPE):
-    return run_training_stage("sft", model, data, out, recipe)
+    return run_training_stage("stages.sft", model, data, out, recipe)
+
+
+def sft_error(model, data, out, recipe=RECIPE):
+    """The CLI in-process: an error path needs no interpreter of its own."""
+    return run_main("stages.sft", *training_argv(model, data, out, recipe))
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +73,7 @@ def test_reloads_with_the_recorded_val_loss_and_generates(sft_out, tiny_data_dir
 
 
 def test_missing_model_is_one_line_exit_2(tmp_path, tiny_data_dir):
-    r = run_sft(tmp_path / "nope", tiny_data_dir, tmp_path / "out")
+    r = sft_error(tmp_path / "nope", tiny_data_dir, tmp_path / "out")
     assert r.returncode == 2
     assert_one_line_error(r.stderr, "nope")
     assert not (tmp_path / "out").exists()
@@ -78,7 +83,7 @@ def test_corrupt_weights_are_one_line_exit_2(tmp_path, tiny_model_dir, tiny_data
     bad = tmp_path / "bad"
     shutil.copytree(tiny_model_dir, bad)
     (bad / "model.safetensors").write_bytes((tiny_model_dir / "model.safetensors").read_bytes()[:1000])
-    r = run_sft(bad, tiny_data_dir, tmp_path / "out")
+    r = sft_error(bad, tiny_data_dir, tmp_path / "out")
     assert r.returncode == 2
     assert_one_line_error(r.stderr, "cannot be loaded")
 
@@ -89,7 +94,7 @@ def test_quantized_model_is_refused(tmp_path, tiny_model_dir, tiny_data_dir):
     cfg = json.loads((quantized / "config.json").read_text())
     cfg["quantization_config"] = {"quant_method": "compressed-tensors", "format": "pack-quantized"}
     (quantized / "config.json").write_text(json.dumps(cfg))
-    r = run_sft(quantized, tiny_data_dir, tmp_path / "out")
+    r = sft_error(quantized, tiny_data_dir, tmp_path / "out")
     assert r.returncode == 2
     assert_one_line_error(r.stderr, "quantized")
 
@@ -107,5 +112,5 @@ def test_unmatched_target_module_is_refused(tmp_path, tiny_model_dir, tiny_data_
 
 def test_recipe_missing_key_is_refused(tmp_path, tiny_model_dir, tiny_data_dir):
     recipe = {k: v for k, v in RECIPE.items() if k != "lora_r"}
-    r = run_sft(tiny_model_dir, tiny_data_dir, tmp_path / "out", recipe)
+    r = sft_error(tiny_model_dir, tiny_data_dir, tmp_path / "out", recipe)
     assert r.returncode == 2 and "lora_r" in r.stderr

@@ -16,6 +16,8 @@ import yaml
 
 from workflow_scripts import REPO
 
+pytestmark = pytest.mark.slurm
+
 PROFILE = REPO / "profiles" / "slurm"
 SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
 

