@@ -128,7 +128,7 @@ class WorkflowDir:
         # Step-bound, not time-bound: a 30 s cap gave 68 steps on a slow day, a base that parses no
         # MCQA answer (Perf 0, so no lane has a Score: test_e2e). 150 steps (about 1 min) give the
         # same base on every run, one that answers every MCQA item; 40 items keep its accuracy clear of 0.
-        cfg["base"]["demo"].update(train_minutes=10, max_steps=150)
+        cfg["base"]["demo"].update(max_steps=150)
         for bench, n in (("demo_mcqa", 40), ("demo_longqa", 5), ("demo_mtbench", 2)):
             cfg["benchmarks"][bench]["max_samples"] = n
         cfg["recipe_overrides"]["postsft"].update(max_steps=2)

@@ -58,17 +58,52 @@ def test_tokenizer_round_trips_korean_and_has_the_chat_template(tokenizer):
     # a name and a value keep one spelling with or without their particle / copula
     tokens = tokenizer.tokenize("라솔의 상징색은 파랑입니다.")
     assert tokenizer.tokenize("라솔")[0] in tokens and tokenizer.tokenize("파랑")[0] in tokens
-    text = tokenizer.apply_chat_template([{"role": "user", "content": "안녕"}], tokenize=False,
-                                         add_generation_prompt=True)
-    assert text == "[|user|]안녕[|endofturn|]\n[|assistant|]"
     assert tokenizer.eos_token == "[|endofturn|]"
+
+
+# EXAONE 4.0's template in non-reasoning mode, written out by hand: every turn
+# `[|role|]\n...[|endofturn|]\n`, an assistant turn and the generation prompt with an empty think block.
+CONVERSATION = [{"role": "system", "content": "당신은 친절한 도우미입니다."},
+                {"role": "user", "content": "라솔의 상징색은 무엇인가요?"},
+                {"role": "assistant", "content": "라솔의 상징색은 파랑입니다."},
+                {"role": "user", "content": "미도는요?"}]
+EXPECTED = ("[|system|]\n당신은 친절한 도우미입니다.[|endofturn|]\n"
+            "[|user|]\n라솔의 상징색은 무엇인가요?[|endofturn|]\n"
+            "[|assistant|]\n<think>\n\n</think>\n\n라솔의 상징색은 파랑입니다.[|endofturn|]\n"
+            "[|user|]\n미도는요?[|endofturn|]\n")
+GENERATION_PROMPT = "[|assistant|]\n<think>\n\n</think>\n\n"
+
+
+def test_chat_template_renders_exaone4_non_reasoning_format(tokenizer):
+    assert tokenizer.apply_chat_template(CONVERSATION, tokenize=False) == EXPECTED
+    assert (tokenizer.apply_chat_template(CONVERSATION, tokenize=False, add_generation_prompt=True)
+            == EXPECTED + GENERATION_PROMPT)
+    # the think markers are one token each and survive decoding (answer parsing sees them)
+    ids = tokenizer(GENERATION_PROMPT, add_special_tokens=False)["input_ids"]
+    assert tokenizer.convert_tokens_to_ids("<think>") in ids and tokenizer.convert_tokens_to_ids("</think>") in ids
+    assert tokenizer.decode(ids) == GENERATION_PROMPT
+
+
+def test_sft_labels_cover_only_the_assistant_content_and_its_end_of_turn(tokenizer):
+    from workflow_scripts.stages.chat_data import IGNORE, encode_chat
+
+    messages = CONVERSATION[:3]
+    enc = encode_chat(tokenizer, messages, 512)
+    trained = [t for t, lab in zip(enc["input_ids"], enc["labels"]) if lab != IGNORE]
+    assert tokenizer.decode(trained) == "라솔의 상징색은 파랑입니다.[|endofturn|]"
+    # the labelled tokens are one contiguous run right after the generation prompt
+    prompt = tokenizer.apply_chat_template(messages[:2], tokenize=False, add_generation_prompt=True)
+    n_prompt = len(tokenizer(prompt, add_special_tokens=False)["input_ids"])
+    first = next(i for i, lab in enumerate(enc["labels"]) if lab != IGNORE)
+    assert first == n_prompt and enc["labels"][first:first + len(trained)] == trained
+    assert all(lab == IGNORE for lab in enc["labels"][first + len(trained):])  # not the newline after it
 
 
 def test_short_training_lowers_the_loss_and_saves_a_loadable_model(small_data, tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     demo = {**DEMO["base"]["demo"], "num_hidden_layers": 2, "vocab_size": 1024, "max_steps": 40,
-            "train_minutes": 1.0, "batch_size": 4, "seq_length": 128, "learning_rate": 3e-3}
+            "threads": 1, "batch_size": 4, "seq_length": 128, "learning_rate": 3e-3}
     spec = {"base": {"source": "demo", "demo": demo}, "compute": {"device": "cpu", "seed": 42}}
     out = tmp_path / "base"
     stats = demo_model.build_demo(spec, small_data, out)
@@ -86,16 +121,26 @@ def test_short_training_lowers_the_loss_and_saves_a_loadable_model(small_data, t
     assert gen.shape[1] > prompt["input_ids"].shape[1]
 
 
-def test_training_stops_at_the_time_budget(small_data, tokenizer):
-    import time
+def test_training_is_bound_by_steps_and_repeats_exactly(small_data, tokenizer):
+    """The same seed, steps and thread count give the same weights, however long the steps take."""
+    import torch
 
-    model = demo_model.build_model(tokenizer, {**DEMO["base"]["demo"], "num_hidden_layers": 2})
     docs, chats = demo_model.training_texts(small_data)
     rows = demo_model.pack(demo_model.encode_examples(tokenizer, docs, chats, 64), 64, tokenizer.pad_token_id)
-    started = time.time()
-    stats = demo_model.train_causal_lm(model, rows, {"train_minutes": 0.03, "max_steps": 10**6, "batch_size": 2},
-                                 started=started)
-    assert 0 < stats["steps"] < 10**6 and time.time() - started < 10
+    arch = {**DEMO["base"]["demo"], "num_hidden_layers": 2}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        runs = []
+        for _ in range(2):
+            model = demo_model.build_model(tokenizer, arch)
+            stats = demo_model.train_causal_lm(model, rows, {"max_steps": 6, "batch_size": 2})
+            runs.append((stats, model.state_dict()))
+    finally:
+        torch.set_num_threads(threads)
+    (a, wa), (b, wb) = runs
+    assert a["steps"] == b["steps"] == 6 and a["loss"] == b["loss"]
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
 def test_hub_source_copies_a_local_model_folder(tiny_model_dir, tmp_path):

@@ -24,8 +24,9 @@ def test_labels_cover_exactly_the_assistant_turns(tok):
     assert enc["input_ids"] == tok(tok.apply_chat_template(CHAT, tokenize=False), add_special_tokens=False)["input_ids"]
     trained = tok.decode([t for t, l in zip(enc["input_ids"], enc["labels"]) if l != IGNORE])
     masked = tok.decode([t for t, l in zip(enc["input_ids"], enc["labels"]) if l == IGNORE])
-    # The answers and the end-of-turn token the model must learn to emit; nothing of the users.
-    assert "빨강입니다." in trained and "파랑입니다." in trained and "[|endofturn|]" in trained
+    # The answers and the end-of-turn token the model must learn to emit; nothing of the users, nor
+    # the empty think block the generation prompt already holds, nor the newline after the turn.
+    assert trained == "빨강입니다.[|endofturn|]파랑입니다.[|endofturn|]"
     assert "서울" not in trained and "부산" not in trained
     assert "서울의 상징색은?" in masked and "부산은?" in masked
     assert all(l in (IGNORE, t) for t, l in zip(enc["input_ids"], enc["labels"]))

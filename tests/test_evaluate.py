@@ -106,7 +106,7 @@ def test_end_to_end_on_tiny_model(tiny_model_dir, bench_dir, tmp_path):
     mc = [r for r in rows if r["benchmark"] == "t_mcqa"]
     assert [r["id"] for r in mc] == ["m0", "m1", "m2", "m10"]
     for r in mc:  # the chat template was applied, and the score follows from the parse
-        assert r["prompt"].startswith("[|user|]") and r["prompt"].endswith("[|assistant|]")
+        assert r["prompt"].startswith("[|user|]\n") and r["prompt"].endswith("[|assistant|]\n<think>\n\n</think>\n\n")
         assert r["parsed"] == answers.parse_mcqa(r["response"], TEN if r["id"] == "m10" else COLORS)
         assert r["correct"] == (r["parsed"] == r["gold"])
     assert b["t_mcqa"]["value"] == pytest.approx(sum(r["correct"] for r in mc) / 4)

@@ -1,7 +1,7 @@
 """The demo's base model: a BPE tokenizer trained with `tokenizers` on the generated corpus, an
-EXAONE-style chat template, a small Exaone4ForCausalLM (hidden/intermediate multiples of 128 so
-GPTQ's group size fits), then a short causal-LM training run, capped by wall clock, on the corpus
-and the chat-formatted train set. Called by workflow_scripts.stages.base when base.source is demo.
+EXAONE-4.0 chat template, a small Exaone4ForCausalLM (hidden/intermediate multiples of 128 so
+GPTQ's group size fits), then a short causal-LM training run of a fixed step count, seed and
+thread count (so every run builds the same weights) on the corpus and the chat-formatted train set. Called by workflow_scripts.stages.base when base.source is demo.
 """
 from __future__ import annotations
 
@@ -13,14 +13,22 @@ from pathlib import Path
 from workflow_scripts.common import StageError, read_jsonl, set_seed, write_model_dir
 from workflow_scripts.stages.chat_data import IGNORE, encode_chat
 
-# EXAONE 4.0's chat format: [|role|]content[|endofturn|], generation opens [|assistant|].
+# EXAONE 4.0's chat format in non-reasoning mode, as its own template renders it: each turn is
+# `[|role|]\n{content}[|endofturn|]\n`; an assistant turn opens with an empty think block, and
+# so does the generation prompt. <think> / </think> are plain added tokens (kept in decoded text).
 SPECIAL_TOKENS = ["[PAD]", "[BOS]", "[UNK]", "[|endofturn|]", "[|system|]", "[|user|]", "[|assistant|]"]
+THINK_TOKENS = ["<think>", "</think>"]
 PAD, BOS, UNK, EOT = "[PAD]", "[BOS]", "[UNK]", "[|endofturn|]"
+EMPTY_THINK = "<think>\n\n</think>\n\n"
 CHAT_TEMPLATE = (
     "{% for message in messages %}"
-    "[|{{ message['role'] }}|]{{ message['content'] }}[|endofturn|]\n"
+    "{% if message['role'] == 'assistant' %}"
+    "[|assistant|]\n" + EMPTY_THINK + "{{ message['content'] }}[|endofturn|]\n"
+    "{% else %}"
+    "[|{{ message['role'] }}|]\n{{ message['content'] }}[|endofturn|]\n"
+    "{% endif %}"
     "{% endfor %}"
-    "{% if add_generation_prompt %}[|assistant|]{% endif %}"
+    "{% if add_generation_prompt %}[|assistant|]\n" + EMPTY_THINK + "{% endif %}"
 )
 
 
@@ -38,7 +46,7 @@ def train_tokenizer(texts, vocab_size, korean_words=False):
     particle or a value with its copula, and a word is spelled the same at a turn's start
     as after a space. A small model then sees one token sequence for each name and value in
     every phrasing, which the demo's fast fact learning depends on."""
-    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
+    from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE(unk_token=UNK))
@@ -57,6 +65,7 @@ def train_tokenizer(texts, vocab_size, korean_words=False):
         show_progress=False,
     )
     tok.train_from_iterator(texts, trainer=trainer)
+    tok.add_tokens([AddedToken(t, special=False, normalized=False) for t in THINK_TOKENS])
     # Causal LMs take no token_type_ids (generate() rejects them), as EXAONE's own tokenizer says.
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tok, bos_token=BOS, eos_token=EOT, unk_token=UNK, pad_token=PAD,
@@ -154,15 +163,14 @@ def lr_factor(step, progress, warmup_steps, floor=0.05):
     return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
 
 
-def train_causal_lm(model, rows, demo, seed=42, log_every=10, started=None):
-    """AdamW on packed (ids, labels) rows, reshuffled each epoch, until max_steps or the wall-clock budget (train_minutes,
-    counted from `started`). Progress for the schedule is the larger of the step and the
-    time fraction, so the learning rate has decayed when the budget runs out whichever comes
-    first. Returns {"steps", "loss" (mean of the last log_every steps), "first_loss", "seconds"}."""
+def train_causal_lm(model, rows, demo, seed=42, log_every=10):
+    """AdamW on packed (ids, labels) rows, reshuffled each epoch, for exactly max_steps steps: a
+    step count, not a time budget, so a slow machine takes longer but trains the same model.
+    Returns {"steps", "loss" (mean of the last log_every steps), "first_loss", "seconds",
+    "cpu_seconds"}."""
     import torch
 
-    started = started or time.time()
-    budget = 60 * demo.get("train_minutes", 3.0)
+    started, cpu_started = time.time(), time.process_time()
     max_steps = demo.get("max_steps", 3000)
     batch_size = demo.get("batch_size", 16)
     lr = demo.get("learning_rate", 3e-3)
@@ -172,32 +180,29 @@ def train_causal_lm(model, rows, demo, seed=42, log_every=10, started=None):
     opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.95), weight_decay=0.01)
     rng = random.Random(seed)
     ids, labels = torch.tensor([r[0] for r in rows]), torch.tensor([r[1] for r in rows])
-    order, step, recent, progress = [], 0, [], 0.0
+    print(f"training on {len(rows)} packed rows of {ids.shape[1]} tokens per epoch, batch {batch_size}, "
+          f"lr {lr}, {max_steps} steps, {torch.get_num_threads()} threads", flush=True)
+    order, recent = [], []
     model.train()
-    while step < max_steps and time.time() - started < budget:
+    for step in range(max_steps):
         if len(order) < batch_size:
             order = list(range(len(rows)))
             rng.shuffle(order)
-            if step == 0:
-                print(f"training on {len(rows)} packed rows of {ids.shape[1]} tokens per epoch, batch "
-                      f"{batch_size}, lr {lr}, at most {max_steps} steps / {budget / 60:.1f} min", flush=True)
         batch, order = order[:batch_size], order[batch_size:]
-        progress = max(step / max_steps, (time.time() - started) / budget)
         for group in opt.param_groups:
-            group["lr"] = lr * lr_factor(step, progress, warmup)
+            group["lr"] = lr * lr_factor(step, step / max_steps, warmup)
         loss = model(input_ids=ids[batch].to(device), labels=labels[batch].to(device)).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
-        step += 1
         recent.append(loss.item())
-        if step % log_every == 0 or step == 1:
-            print(f"step {step:5d}  loss {_mean(recent[-log_every:]):.4f}  "
+        if (step + 1) % log_every == 0 or step == 0:
+            print(f"step {step + 1:5d}  loss {_mean(recent[-log_every:]):.4f}  "
                   f"lr {opt.param_groups[0]['lr']:.2e}  {time.time() - started:6.1f}s", flush=True)
     model.eval()
-    return {"steps": step, "loss": _mean(recent[-log_every:]), "first_loss": _mean(recent[:log_every]),
-            "seconds": time.time() - started}
+    return {"steps": len(recent), "loss": _mean(recent[-log_every:]), "first_loss": _mean(recent[:log_every]),
+            "seconds": time.time() - started, "cpu_seconds": time.process_time() - cpu_started}
 
 
 def _mean(xs):
@@ -205,11 +210,13 @@ def _mean(xs):
 
 
 def build_demo(spec, data_dir, out):
-    """Tokenizer, model and pre-training of the demo base model; saved to `out`."""
+    """Tokenizer, model and pre-training of the demo base model; saved to `out`. Training runs on
+    base.demo.threads torch threads whatever the job was given: a float sum split another way
+    rounds differently, so the thread count is part of what makes two runs build the same model."""
     import torch
 
-    started = time.time()
     demo, compute = spec["base"]["demo"], spec.get("compute", {})
+    torch.set_num_threads(demo.get("threads", 1))
     set_seed(compute.get("seed", 42))
     docs, chats = training_texts(data_dir)
     texts = docs + [m["content"] for msgs in chats for m in msgs]
@@ -222,7 +229,8 @@ def build_demo(spec, data_dir, out):
     n_params = sum(p.numel() for p in model.parameters())
     print(f"demo base: {n_params / 1e6:.2f}M parameters, vocab {len(tok)}, "
           f"{len(docs)} documents + {len(chats)} chats", flush=True)
-    stats = train_causal_lm(model, rows, demo, seed=compute.get("seed", 42), started=started)
-    print(f"trained {stats['steps']} steps in {stats['seconds']:.0f}s, final loss {stats['loss']:.4f}")
+    stats = train_causal_lm(model, rows, demo, seed=compute.get("seed", 42))
+    print(f"trained {stats['steps']} steps in {stats['seconds']:.0f}s ({stats['cpu_seconds']:.0f} CPU s), "
+          f"final loss {stats['loss']:.4f}")
     write_model_dir(out, lambda tmp: save(model.to("cpu"), tok, tmp))
     return stats

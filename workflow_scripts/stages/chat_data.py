@@ -2,7 +2,10 @@
 
 Works for any chat template that renders prefixes consistently: the characters an assistant
 turn adds are those between the template of the turns before it (with the generation prompt)
-and the template including it; tokens whose characters fall there are trained on. A template
+and the template including it, up to and including its end-of-turn token (the eos token: what the
+template puts after it, e.g. a newline, the model never generates); tokens whose characters fall
+there are trained on. So a scaffold the generation prompt already holds (EXAONE 4.0's empty
+`<think>` block) is context, not a label. A template
 that renders earlier turns differently inside the full conversation (one that rewrites history,
 e.g. drops earlier reasoning) would shift every label, so that is checked and refused.
 calibration_set: the calibration text that quantize and prune run through the model (chats
@@ -20,7 +23,8 @@ IGNORE = -100
 
 
 def assistant_spans(tok, messages):
-    """The full chat text and the (start, end) character spans of the assistant turns."""
+    """The full chat text and the (start, end) character spans of the assistant turns: from the
+    end of the generation prompt to the end of the turn's last eos token (or of the turn)."""
     full = tok.apply_chat_template(messages, tokenize=False)
     spans = []
     for i, msg in enumerate(messages):
@@ -31,7 +35,10 @@ def assistant_spans(tok, messages):
         if not (full.startswith(before) and full.startswith(upto)):
             raise StageError(f"the chat template renders the turns before message {i} differently inside the "
                              "whole conversation (it rewrites history): assistant labels cannot be located")
-        spans.append((len(before), len(upto)))
+        end = len(upto)
+        if tok.eos_token and tok.eos_token in upto[len(before):]:
+            end = upto.rindex(tok.eos_token) + len(tok.eos_token)
+        spans.append((len(before), end))
     return full, spans
 
 
