@@ -1,6 +1,6 @@
 # The two commands of the README. Each creates the environments it needs first
 # (scripts/setup_envs.sh: seconds when they exist, minutes the first time).
-.PHONY: demo test test-fast lint envs check-config
+.PHONY: demo test test-fast test-families families lint envs check-config
 
 envs:
 	scripts/setup_envs.sh
@@ -12,7 +12,19 @@ demo: envs
 # both configs, the unit tier, then the others in one session (they share the tiny model and
 # the workflow directory that tests/conftest.py builds once).
 test: envs lint test-fast
-	.venv/bin/python -m pytest -m "not unit" tests
+	.venv/bin/python -m pytest -m "not unit and not families" tests
+
+# The families tier: the workflow on a tiny base of each other family (docs/families.md).
+test-families: envs
+	.venv/bin/python -m pytest -m families tests -s
+
+# The families run by hand: every family but exaone4 (the demo's), one results folder each.
+FAMILIES ?= qwen2 qwen3 llama mistral
+families: envs
+	@for f in $(FAMILIES); do \
+	  .venv/bin/snakemake --configfile tests/configs/families.yaml --cores 2 --resources gpu=1 \
+	    --config "base={demo: {model_type: $$f}}" results=results/families/$$f || exit 1; \
+	done
 
 # The fast tier: pure functions and small files, under a minute.
 test-fast: envs

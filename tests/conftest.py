@@ -49,7 +49,7 @@ def serve_device():
 # highest of the tiers of the fixtures it requests (directly or through other fixtures), `serve`
 # when it is skipped without the serve or target env, and an explicit tier marker. Anything else
 # is `unit` (make test-fast).
-TIERS = ("unit", "model", "serve", "e2e", "slurm")  # from the cheapest
+TIERS = ("unit", "model", "serve", "e2e", "families", "slurm")  # from the cheapest
 FIXTURE_TIER = {"tiny_model_dir": "model", "quantized_lanes": "model", "demo_plan": "e2e", "workflow_dir": "e2e"}
 ENV_NAMES = (".venv-serve", ".venv-target")
 # Modules whose tests train or load models through fixtures of their own, unmarked so far.
