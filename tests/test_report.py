@@ -287,3 +287,16 @@ def test_logs_and_costs_are_found_by_path_not_by_name(tmp_path):
     w4 = next(r for r in rows if r["lane"] == "w4a16")
     assert w4["log"].endswith("logs/quantize/base.gptq_w4a16.log") and "quantize failed (boom)" in w4["reason"]
     assert w4["build_seconds"] == 25
+
+
+def test_plot_takes_any_range_of_speed(tmp_path):
+    """A lane many times slower than the base stretches the SpeedNorm axis far below 0: the
+    iso-Score lines still get round levels (this once raised StopIteration)."""
+    from workflow_scripts.scoring.plot import plot_pareto
+
+    rows = [{"lane": "base", "PerfNorm": 1.0, "SpeedNorm": 0.0, "rank": 2},
+            {"lane": "slow", "PerfNorm": 0.9, "SpeedNorm": -20.0, "SpeedNorm_low": -25.0, "SpeedNorm_high": -15.0,
+             "rank": 3},
+            {"lane": "fast", "PerfNorm": 1.1, "SpeedNorm": 0.4, "rank": 1}]
+    plot_pareto(tmp_path / "pareto.png", rows)
+    assert (tmp_path / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

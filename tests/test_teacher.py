@@ -11,6 +11,7 @@ from conftest import DEMO_RESULTS, SERVE_PY, needs_serve, serve_device
 
 from workflow_scripts import REPO
 from workflow_scripts.planning.config import ConfigError, load_plan
+from workflow_scripts.planning.schema import section_defaults
 from workflow_scripts.scoring import report
 from workflow_scripts.stages import data_mix
 
@@ -104,9 +105,13 @@ def test_training_cell_shows_each_steps_before_and_after(tmp_path):
 def test_teacher_run_on_tiny_model(tiny_model_dir, tiny_data_dir, tmp_path):
     docs = tmp_path / "docs.txt"
     docs.write_text("서울은 대한민국의 수도입니다. 서울의 상징색은 빨강입니다.\n\n부산은 항구 도시입니다.\n")
-    spec = {"teacher": {"model": "base", "sft_prompts": {"max_samples": 24}, "documents": {"max_samples": 8},
-                        "sampling": {"temperature": 0.8, "max_new_tokens": 24, "seed": 7},
-                        "filters": {"drop_truncated": False}},
+    # The teacher section as validation fills it (the schema holds the defaults), then this test's values.
+    teacher = {"model": "base", "batch_size": section_defaults("teacher")["batch_size"],
+               "sft_prompts": {"max_samples": 24},
+               "documents": {**section_defaults("teacher", "documents"), "max_samples": 8},
+               "sampling": {**section_defaults("teacher", "sampling"), "temperature": 0.8, "max_new_tokens": 24, "seed": 7},
+               "filters": {**section_defaults("teacher", "filters"), "drop_truncated": False}}
+    spec = {"teacher": teacher,
             "serve": {"max_model_len": 512, "gpu_memory_utilization": 0.05, "kv_cache_space_gib": 1,
                       "enforce_eager": True, "seed": 42}}
     out, rep = tmp_path / "teacher" / "tiny.jsonl", tmp_path / "teacher" / "tiny.report.json"

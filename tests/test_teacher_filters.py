@@ -2,6 +2,7 @@
 must drop or keep, and counts that add up."""
 import pytest
 
+from workflow_scripts.planning.schema import section_defaults
 from workflow_scripts.stages.teacher_filters import (
     REASONS,
     filter_candidates,
@@ -9,10 +10,9 @@ from workflow_scripts.stages.teacher_filters import (
     normalize,
     parse_qa,
     response_problem,
-    settings,
 )
 
-CFG = settings()
+CFG = section_defaults("teacher", "filters")  # what validation fills in
 KO_PROMPT = "서울의 상징색은 무엇인가요?"
 
 
@@ -51,7 +51,7 @@ def test_good_responses_are_kept(prompt, response):
 
 
 def test_truncated_rows_are_kept_when_asked():
-    assert response_problem(KO_PROMPT, "서울의 상징색은 빨강입니다", "length", settings({"drop_truncated": False})) is None
+    assert response_problem(KO_PROMPT, "서울의 상징색은 빨강입니다", "length", {**CFG, "drop_truncated": False}) is None
 
 
 def test_hangul_ratio():
@@ -85,7 +85,7 @@ def test_filter_candidates_buckets_every_row_once():
         qa("질문: 서울의 상징색은?\n답변: 빨강입니다."),      # kept, as a user/assistant pair
         qa("서울은 수도입니다. 상징색은 빨강입니다."),        # qa without the format
     ]
-    kept, counts = filter_candidates(cands)
+    kept, counts = filter_candidates(cands, CFG)
     assert set(counts) == set(REASONS)
     assert len(kept) + sum(counts.values()) == len(cands)
     assert {k: v for k, v in counts.items() if v} == {
@@ -98,7 +98,7 @@ def test_filter_candidates_buckets_every_row_once():
 
 
 def test_same_response_to_different_prompts_is_not_a_duplicate():
-    kept, counts = filter_candidates([chat("빨강입니다.", prompt="서울의 색은?"), chat("빨강입니다.", prompt="대구의 색은?")])
+    kept, counts = filter_candidates([chat("빨강입니다.", prompt="서울의 색은?"), chat("빨강입니다.", prompt="대구의 색은?")], CFG)
     assert len(kept) == 2 and sum(counts.values()) == 0
 
 
@@ -109,6 +109,6 @@ def test_rows_overlapping_a_benchmark_are_dropped():
                "많이 모여 있어서 방문객이 끊이지 않았다")
     index = BenchmarkIndex({"lq": [{"context": context, "question": "누가 열었나?"}]}, {"lq": "longqa"})
     cands = [chat(f"요약하면 {context}"), chat("서울의 상징색은 빨강입니다.")]
-    kept, counts = filter_candidates(cands, benchmarks=index)
+    kept, counts = filter_candidates(cands, CFG, benchmarks=index)
     assert counts["benchmark_overlap"] == 1 and len(kept) == 1
-    assert filter_candidates(cands)[1]["benchmark_overlap"] == 0  # no index: nothing compared
+    assert filter_candidates(cands, CFG)[1]["benchmark_overlap"] == 0  # no index: nothing compared

@@ -34,3 +34,14 @@ def validate(doc: dict, schema_name: str, file):
             raise ConfigError(file, "(schema)", str(e).splitlines()[0]) from None
         # Report the most specific failure, not the first of a oneOf's alternatives.
         raise _schema_error(file, jsonschema.exceptions.best_match([cause])) from None
+
+
+def section_defaults(*path) -> dict:
+    """The schema's defaults of one config section, e.g. ("teacher", "filters"): what validation
+    fills into an empty one (for code and tests that build a section by hand)."""
+    import yaml
+
+    node = yaml.safe_load((SCHEMAS / "config.schema.yaml").read_text())
+    for key in path:
+        node = node["properties"][key]
+    return {k: v["default"] for k, v in node["properties"].items() if "default" in v}

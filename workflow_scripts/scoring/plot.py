@@ -34,6 +34,7 @@ def plot_pareto(path, rows):
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     pts = [r for r in rows if r["PerfNorm"] is not None and r["SpeedNorm"] is not None]
     if not any(r["lane"] == BASE for r in pts):
@@ -50,10 +51,12 @@ def plot_pareto(path, rows):
     # Iso-Score lines 0.5 x + 0.5 y = s (slope -1) across the visible range, each labelled
     # along itself, just inside its upper-left end (where it enters at the top or the left).
     lo, hi = 0.5 * (xlim[0] + ylim[0]), 0.5 * (xlim[1] + ylim[1])
-    step = next(st for st in (0.025, 0.05, 0.1, 0.25, 0.5) if (hi - lo) / st <= 14)
     inset = 0.015 * (xlim[1] - xlim[0])
-    for i in range(math.ceil(lo / step), math.floor(hi / step) + 1):
-        s = i * step
+    # Round Score levels, at most about 14 of them whatever the range (a lane far slower than the
+    # base stretches it).
+    for s in MaxNLocator(nbins=14, steps=[1, 2, 2.5, 5, 10]).tick_values(lo, hi):
+        if not lo <= s <= hi:
+            continue
         ax.plot(xlim, [2 * s - x for x in xlim], color="0.75", lw=0.8, zorder=0)
         x = max(xlim[0], 2 * s - ylim[1]) + inset
         text = ax.text(x, 2 * s - x, f"Score {s:.3g}", fontsize=7, color="0.45", ha="left", va="bottom",

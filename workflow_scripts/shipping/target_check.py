@@ -26,8 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
-import struct
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -61,18 +59,15 @@ def runtime_versions(target) -> dict:
 
 # --- what the folder holds -----------------------------------------------------------------
 
-def safetensors_header(path) -> dict:
-    """{tensor name: dtype} from a safetensors file's JSON header, without loading tensors."""
-    with open(path, "rb") as f:
-        (n,) = struct.unpack("<Q", f.read(8))
-        header = json.loads(f.read(n))
-    return {k: v["dtype"] for k, v in header.items() if k != "__metadata__"}
-
-
 def stored_tensors(model_dir) -> dict:
+    """{tensor name: dtype ("F32", "I32", ...)} of a model folder, read from the safetensors
+    headers (no tensor is loaded)."""
+    from safetensors import safe_open
+
     tensors = {}
     for p in sorted(Path(model_dir).glob("*.safetensors")):
-        tensors.update(safetensors_header(p))
+        with safe_open(p, "pt") as f:
+            tensors.update({k: f.get_slice(k).get_dtype() for k in f.keys()})
     return tensors
 
 
@@ -122,22 +117,15 @@ def check_quantization_config(folder):
     return None
 
 
-def _matches(name, patterns):
-    """compressed-tensors' target/ignore matching: 're:<regex>' or a module name (or its suffix)."""
-    for p in patterns or []:
-        if p.startswith("re:") and re.match(p[3:], name):
-            return True
-        if name == p or name.endswith("." + p):
-            return True
-    return False
+def _quantized_by_config(qc, name, module_class):
+    """Whether a config group targets module `name` (of torch class `module_class`, by name or
+    class) and the ignore list misses it: compressed-tensors' own matching, as the target applies it."""
+    import torch
+    from compressed_tensors.utils.match import is_match
 
-
-def _quantized_by_config(qc, module, cls):
-    """Whether a config group targets `module` (class `cls`) and the ignore list misses it."""
-    if _matches(module, qc.get("ignore")):
-        return False
-    return any(cls in (g.get("targets") or []) or _matches(module, g.get("targets"))
-               for g in (qc.get("config_groups") or {}).values())
+    module = getattr(torch.nn, module_class)(1, 1)  # only its class is matched
+    ignore = qc.get("ignore") or []
+    return any(is_match(name, module, g.get("targets") or [], ignore) for g in (qc.get("config_groups") or {}).values())
 
 
 def check_head_and_embedding(folder):

@@ -26,15 +26,9 @@ import json
 import time
 from pathlib import Path
 
-from workflow_scripts.common import SEED, AtomicWriter, StageError, read_jsonl, run_cli
+from workflow_scripts.common import AtomicWriter, StageError, read_jsonl, run_cli
 from workflow_scripts.stages import teacher_filters
 from workflow_scripts.stages.decontamination import BenchmarkIndex
-
-SAMPLING_DEFAULTS = {"temperature": 0.7, "top_p": 0.9, "max_new_tokens": 512, "repetition_penalty": 1.0,
-                     "seed": SEED}
-DOC_DEFAULTS = {"field": "text", "max_samples": None, "max_chars": 2000, "template": "qa_from_passage_ko"}
-BATCH_SIZE = 256
-
 
 # --- prompts ---------------------------------------------------------------------------------
 
@@ -89,7 +83,7 @@ def document_candidates(docs, template, max_samples=None, system_prompt=None):
 
 # --- generation (serve env) ------------------------------------------------------------------
 
-def generate(llm, cands, sampling, max_len, batch_size=BATCH_SIZE, per_request_seed=True):
+def generate(llm, cands, sampling, max_len, batch_size, per_request_seed=True):
     """Fill each candidate's response, finish_reason, tokens and seed, in batches, with a
     progress bar. A prompt that leaves no room to generate is marked skipped, not sent.
     per_request_seed=False leaves sampling to the engine's seed (the run is reproducible as a
@@ -154,14 +148,18 @@ def build_report(teacher_id, model, cands, kept, dropped, settings, timings):
 
 
 def teacher_settings(spec):
+    """Config `teacher` as validated: every default filled by the schema (their one home)."""
     t = spec.get("teacher") or {}
+    missing = [k for k in ("sampling", "filters", "documents", "sft_prompts", "batch_size") if k not in t]
+    if missing:
+        raise StageError(f"--spec: teacher.{missing[0]} is missing (pass the validated config's teacher section)")
     return {
-        "sampling": {**SAMPLING_DEFAULTS, **(t.get("sampling") or {})},
-        "filters": teacher_filters.settings(t.get("filters")),
-        "documents": {**DOC_DEFAULTS, **(t.get("documents") or {})},
-        "sft_max_samples": (t.get("sft_prompts") or {}).get("max_samples"),
+        "sampling": t["sampling"],
+        "filters": t["filters"],
+        "documents": t["documents"],
+        "sft_max_samples": t["sft_prompts"]["max_samples"],
         "system_prompt": t.get("system_prompt"),
-        "batch_size": t.get("batch_size") or BATCH_SIZE,
+        "batch_size": t["batch_size"],
     }
 
 

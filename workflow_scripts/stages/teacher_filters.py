@@ -17,15 +17,6 @@ import json
 import re
 import unicodedata
 
-DEFAULTS = {
-    "min_chars": 2,              # response length bounds, in characters
-    "max_chars": 4000,
-    "korean_prompt_ratio": 0.3,  # a prompt with at least this Hangul share of its letters is Korean...
-    "min_hangul_ratio": 0.3,     # ...and its response must have at least this share
-    "ngram": 3,                  # word n-grams for the repetition check
-    "min_distinct_ngrams": 0.5,  # distinct / total n-grams below this is a loop
-    "drop_truncated": True,      # a response cut by max_new_tokens (finish_reason 'length')
-}
 # In the order they are tried: a row is counted under the first that applies.
 REASONS = ["prompt_too_long", "empty", "truncated", "repetition", "language", "too_short", "too_long",
            "qa_unparsed", "benchmark_overlap", "exact_duplicate", "near_duplicate"]
@@ -35,10 +26,6 @@ _LOOP = re.compile(r"(.{10,80}?)\1{3,}", re.S)
 # The fewest n-grams for the distinct-share check: short answers repeat words legitimately.
 MIN_NGRAMS = 16
 _QA = re.compile(r"(?:질문|Question|Q)\s*[:：]\s*(?P<q>.+?)\s*(?:답변|답|Answer|A)\s*[:：]\s*(?P<a>.+)", re.S | re.I)
-
-
-def settings(cfg=None) -> dict:
-    return {**DEFAULTS, **{k: v for k, v in (cfg or {}).items() if v is not None}}
 
 
 def hangul_ratio(text: str) -> float:
@@ -108,11 +95,11 @@ def final_messages(cand):
     return [*cand["messages"], {"role": "assistant", "content": cand["response"].strip()}]
 
 
-def filter_candidates(candidates, cfg=None, benchmarks=None):
+def filter_candidates(candidates, cfg, benchmarks=None):
     """(kept rows, {reason: count} for every reason of REASONS). A kept row is the candidate with
-    its final `messages`; duplicates keep their first occurrence. `benchmarks`: a
-    decontamination.BenchmarkIndex; a row sharing an n-gram with a benchmark is dropped."""
-    cfg = settings(cfg)
+    its final `messages`; duplicates keep their first occurrence. `cfg`: config teacher.filters,
+    validated (the schema holds the defaults). `benchmarks`: a decontamination.BenchmarkIndex; a
+    row sharing an n-gram with a benchmark is dropped."""
     counts = dict.fromkeys(REASONS, 0)
     kept, exact, near = [], set(), set()
     for cand in candidates:
