@@ -77,6 +77,10 @@ def target_line(target):
     """What the `target` column checked, in one sentence."""
     if not target:
         return "`target`: no deployment target configured."
+    if target["vllm"] is None:  # the serve target: your own vLLM, whatever the serve env holds
+        return ("`target`: would your own vLLM, the serve env (target serve), load the lane's model? ok, or its "
+                "reason to reject it: static checks of the known pitfalls, then a load and greedy generation "
+                "with the serve env's own transformers and compressed-tensors (docs/target.md).")
     return (f"`target`: would the deployment target ({target['name']}: vLLM {target['vllm']}, transformers "
             f"{target['transformers']}, compressed-tensors {target['compressed_tensors']}, torch {target['torch']}, "
             f"{target['gpu']}) load the lane's model? ok, or its reason to reject it: static checks of the "

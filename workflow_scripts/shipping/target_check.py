@@ -11,8 +11,8 @@ Static checks first, each a one-line reason, for the server pitfalls a CPU canno
   quantization_config  validates in the target compressed-tensors
   lm_head / embedding  neither is quantized (vLLM 0.14.1 loads neither quantized)
   kv_cache_scheme      unset
-  architecture         a supported family; its per-layer lists (layer_types) and window count
-                       (max_window_layers) match num_hidden_layers (pruning must rewrite them)
+  architecture         a supported family; its per-layer lists (layer_types) match
+                       num_hidden_layers (pruning must cut them); its q/k/v biases are stored
   tied embedding       stored once
 then, when they pass, the load: AutoTokenizer + AutoModelForCausalLM with local_files_only and
 greedy generation from a chat-templated prompt.
@@ -109,9 +109,10 @@ def check_quantization_config(folder):
     if qc.get("quant_method") != "compressed-tensors":
         return f"quantization_config: quant_method {qc.get('quant_method')!r} is not compressed-tensors"
     from compressed_tensors.compressors import ModelCompressor
+    from transformers import CompressedTensorsConfig
 
-    try:  # what transformers and vLLM do with it first
-        ModelCompressor.from_compression_config(dict(qc))
+    try:  # what transformers does with it first (compressed-tensors >= 0.14 takes only this form)
+        ModelCompressor.from_compression_config(CompressedTensorsConfig.from_dict(dict(qc)))
     except Exception as e:  # noqa: BLE001 - any validation error is the answer
         return f"quantization_config does not validate in compressed-tensors: {first_line(e)[:240]}"
     return None
@@ -148,8 +149,9 @@ def check_kv_cache_scheme(folder):
 
 
 def check_architecture(folder):
-    """A supported family (planning/families.py) whose per-layer config lists and window count
-    match num_hidden_layers: pruning must rewrite them, and a longer list fails to load."""
+    """A supported family (planning/families.py) whose per-layer config lists match
+    num_hidden_layers (pruning must cut them: a longer list fails to load), with the q/k/v biases
+    the family has."""
     cfg = folder.config
     try:
         fam = family(cfg.get("model_type"))
@@ -159,8 +161,6 @@ def check_architecture(folder):
     for key in fam.per_layer_config:
         if cfg.get(key) is not None and len(cfg[key]) != n:
             return f"config.json: {key} has {len(cfg[key])} entries but num_hidden_layers is {n}"
-    if fam.window_layers and (cfg.get(fam.window_layers) or 0) > n:
-        return f"config.json: {fam.window_layers} is {cfg[fam.window_layers]} but num_hidden_layers is {n}"
     if fam.qkv_bias and not any(k.endswith("self_attn.q_proj.bias") for k in folder.tensors):
         return f"{cfg['model_type']} has q/k/v biases, but no self_attn.q_proj.bias is stored"
     return None
