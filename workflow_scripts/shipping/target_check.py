@@ -198,8 +198,9 @@ def load_and_generate(model_dir):
         return f"the target transformers cannot load it ({type(e).__name__}: {first_line(e)[:240]})", None
     if not tok.chat_template:
         return "the tokenizer has no chat template", None
+    # return_dict: transformers 5 returns a BatchEncoding by default, 4.57 a tensor; ask for one form.
     ids = tok.apply_chat_template([{"role": "user", "content": PROMPT}], add_generation_prompt=True,
-                                  return_tensors="pt")
+                                  return_tensors="pt", return_dict=True)["input_ids"]
     try:
         with torch.no_grad():
             out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=NEW_TOKENS,
