@@ -116,8 +116,9 @@ def main(argv=None):
         return 1
     policy = config["models_policy"]
     for model_id, e in load_registry(policy["registry"]).items():
+        family = f"  {e['model_type']} ({e['card']})" if e.get("model_type") else ""
         print(f"{model_id:40s} {e['license']:12s} released {e['released']}  {e['params_b']}B  "
-              f"roles {','.join(e['roles'])}")
+              f"roles {','.join(e['roles'])}{family}")
     for key, role, model_id in named_models(config):
         print(f"{key}: {model_id} ({role}) passes models_policy")
     return 0
