@@ -4,15 +4,15 @@ import dataclasses
 import json
 
 import pytest
-import yaml
 
 from workflow_scripts import REPO
 from workflow_scripts.common import StageError
 from workflow_scripts.demo import data as demo_data
 from workflow_scripts.demo import model as demo_model
+from workflow_scripts.planning.config import read_config
 from workflow_scripts.stages import base, data
 
-DEMO = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())
+DEMO = read_config(REPO / "config" / "demo.yaml")  # validated: the schema's defaults filled
 KOREAN = "라솔의 상징색은 파랑입니다. 미도는 아르벤에 있는 도시입니다. Hello, Arven 42!"
 
 

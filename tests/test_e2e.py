@@ -85,12 +85,14 @@ def test_scores_recompute_from_metrics(work, first_run):
         return {**m, "speed": with_statistic(m["speed"], statistic)} if m.get("speed") else m
 
     metrics = {l: load(l) for l in rows if (work / DEMO_RESULTS / "metrics" / f"{l}.json").exists()}
-    base, recheck = metrics["base"], load("base.recheck")
+    # The base's timing is the mean of its two processes; the broken lane stops the run before the
+    # second (rule speed_recheck needs every lane), and the report then uses the first alone.
+    recheck_file = work / DEMO_RESULTS / "metrics" / "base.recheck.json"
+    base, recheck = metrics["base"], load("base.recheck") if recheck_file.exists() else None
     assert 0 <= base["benchmarks"]["demo_mcqa"]["value"] <= 1
     for lane, m in metrics.items():
         if m["status"] != "ok":
             continue
-        # The base's timing is the mean of its two processes (metrics/base.recheck.json).
         expected = score_row(m, base, spec, recheck, recheck if lane == "base" else None)["Score"]
         assert float(rows[lane]["Score"]) == pytest.approx(expected, abs=1e-4)
         assert m["speed"]["server_sec_per_token"] > 0

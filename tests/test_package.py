@@ -141,7 +141,9 @@ def test_target_rejects_broken_lanes_and_the_next_lane_ships(tmp_path, models):
 @needs_target
 def test_gate_failure_skips_to_next_lane(tmp_path, models):
     (models / "base.b" / "config.json").write_text("{corrupt")
-    (models / "base.a" / "config.json").write_text(json.dumps({"model_type": "no_such_architecture"}))
+    # Passes every static check but does not load: the embedding has more rows than vocab_size says.
+    config = json.loads((models / "base.a" / "config.json").read_text())
+    (models / "base.a" / "config.json").write_text(json.dumps({**config, "vocab_size": 7}))
     lanes = [("b", "0.9", "ok"), ("a", "0.8", "ok"), ("c", "0.7", "ok"), ("d", "0.6", "ok")]
     out, manifest = run(tmp_path, models, lanes, top_k=2)
     assert [(e["k"], e["lane"]) for e in manifest["shipped"]] == [(1, "c"), (2, "d")]
