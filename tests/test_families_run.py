@@ -3,7 +3,6 @@ of each other family, its reduced lane set evaluated in the serve env's vLLM and
 serve target, then every model read back. Tier: families (slow, about 4 minutes a family)."""
 import csv
 import json
-import struct
 import subprocess
 import sys
 import time
@@ -21,11 +20,12 @@ pytestmark = [pytest.mark.families, needs_serve]
 
 def tensor_dtypes(folder):
     """{tensor name: safetensors dtype} of a model folder, from the files' headers."""
+    from safetensors import safe_open
+
     out = {}
     for f in folder.glob("*.safetensors"):
-        with open(f, "rb") as fh:
-            header = json.loads(fh.read(struct.unpack("<Q", fh.read(8))[0]))
-        out.update({k: v["dtype"] for k, v in header.items() if k != "__metadata__"})
+        with safe_open(f, "pt") as st:
+            out.update({k: st.get_slice(k).get_dtype() for k in st.keys()})
     return out
 
 
@@ -53,7 +53,9 @@ def test_every_lane_evaluates_and_passes_the_serve_target(run):
                          "w4a16_postsft"}
     for lane, row in rows.items():
         assert row["status"] == "ok" and row["target"] == "ok", (fam, lane, row)
-        assert row["demo_mcqa"] != "" and row["Score"] != "", (fam, lane, row)
+        # Evaluated: each benchmark has a value. (The brief base may score 0, and then no lane has
+        # a Score: the run proves the lanes work for the family, not accuracy.)
+        assert row["demo_mcqa"] != "" and row["demo_longqa"] != "", (fam, lane, row)
     base = json.loads((results / "models" / "base" / "config.json").read_text())
     assert base["model_type"] == fam
 
@@ -89,14 +91,17 @@ def test_pruned_model_is_reindexed_with_its_config_rewritten(run):
 def test_mixed_precision_keeps_its_measured_layer_in_the_ignore_list(run):
     fam, results, _ = run
     model = results / "models" / "base.gptq_w4a16_mixed"
-    info = json.loads((model / "quantize.json").read_text())
-    (kept,) = info["kept_layers"]
-    ignore = json.loads((model / "config.json").read_text())["quantization_config"]["ignore"]
-    assert f"model.layers.{kept}.self_attn.q_proj" in ignore and "lm_head" in ignore
-    dtypes = tensor_dtypes(model)
-    assert f"model.layers.{kept}.self_attn.q_proj.weight" in dtypes  # full precision
+    kept = json.loads((model / "quantize.json").read_text())["kept_layers"]
     sensitivity = results / "analysis" / "base.gptq_w4a16.sensitivity.json"
-    assert kept == json.loads(sensitivity.read_text())["ranking"][0]
+    assert kept == sorted(json.loads(sensitivity.read_text())["ranking"][:2])  # most_sensitive: 2
+    ignore = json.loads((model / "config.json").read_text())["quantization_config"]["ignore"]
+    dtypes = tensor_dtypes(model)
+    assert "lm_head" in ignore
+    for layer in kept:
+        assert f"model.layers.{layer}.self_attn.q_proj" in ignore
+        assert f"model.layers.{layer}.self_attn.q_proj.weight" in dtypes  # full precision
+    quantized = next(i for i in range(4) if i not in kept)
+    assert f"model.layers.{quantized}.self_attn.q_proj.weight_packed" in dtypes
 
 
 def test_post_sft_trained_the_family_norms(run):
