@@ -148,26 +148,47 @@ def test_w8a16_is_unsupported_on_cpu_without_an_engine(tiny_model_dir, bench_dir
     assert items_path.read_text() == ""
 
 
+@needs_serve
+@pytest.mark.skipif(serve_device() == "cuda", reason="vLLM on CUDA has FP8 kernels: FP8 is timed there")
+def test_fp8_dynamic_is_answered_but_not_timed_on_cpu(tiny_model_dir, tiny_data_dir, bench_dir, tmp_path):
+    from workflow_scripts.stages.quantize import quantize
+
+    model = tmp_path / "fp8"
+    quantize(tiny_model_dir, tiny_data_dir / "calib.jsonl", {"scheme": "FP8_DYNAMIC", "method": "minmax"}, model)
+    out, items_path = tmp_path / "fp8.json", tmp_path / "fp8.items.jsonl"
+    proc = _run(["--model", model, "--lane", "fp8", "--chain", '["fp8_dynamic"]', "--bench-dir", bench_dir,
+                 "--spec", json.dumps(SPEC), "--out", out, "--items", items_path])
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "LLM engine" in proc.stdout + proc.stderr and "timed pass" not in proc.stdout
+    m = json.loads(out.read_text())
+    assert m["status"] == "untimed" and "FP8-dynamic" in m["reason"] and "\n" not in m["reason"]
+    assert m["speed"] is None
+    assert 0 <= m["benchmarks"]["t_mcqa"]["value"] <= 1 and m["benchmarks"]["t_mcqa"]["n"] == 4
+    assert len(items_path.read_text().splitlines()) == 4 + 1 + 2  # every answer, scored
+
+
 def _group(wbits, wtype="int", act=None):
     return {"weights": {"num_bits": wbits, "type": wtype}, "input_activations": act}
 
 
-@pytest.mark.parametrize("groups,scheme,cpu_ok", [
-    ([_group(4)], "W4A16", True),
-    ([_group(8)], "W8A16", False),
-    ([_group(8, act={"num_bits": 8, "type": "int", "dynamic": True})], "W8A8", True),
-    ([_group(8, act={"num_bits": 8, "type": "int", "dynamic": False})], "W8A8-static", True),
-    ([_group(8, "float", {"num_bits": 8, "type": "float", "dynamic": True})], "FP8-dynamic", True),
-    ([_group(8, "float", {"num_bits": 8, "type": "float", "dynamic": False})], "FP8-static", False),
-    ([_group(4), _group(8)], "W4A16+W8A16", False),
+@pytest.mark.parametrize("groups,scheme,cpu_ok,cpu_timed", [
+    ([_group(4)], "W4A16", True, True),
+    ([_group(8)], "W8A16", False, True),
+    ([_group(8, act={"num_bits": 8, "type": "int", "dynamic": True})], "W8A8", True, True),
+    ([_group(8, act={"num_bits": 8, "type": "int", "dynamic": False})], "W8A8-static", True, True),
+    ([_group(8, "float", {"num_bits": 8, "type": "float", "dynamic": True})], "FP8-dynamic", True, False),
+    ([_group(8, "float", {"num_bits": 8, "type": "float", "dynamic": False})], "FP8-static", False, True),
+    ([_group(4), _group(8)], "W4A16+W8A16", False, True),
 ])
-def test_capability_table(groups, scheme, cpu_ok):
+def test_capability_table(groups, scheme, cpu_ok, cpu_timed):
     q = {"quant_method": "compressed-tensors", "format": "pack-quantized",
          "config_groups": {f"group_{i}": g for i, g in enumerate(groups)}}
     summary = serve_formats.quant_summary({"quantization_config": q})
     assert summary["scheme"] == scheme
     assert (serve_formats.unsupported_reason(summary, "cpu") is None) == cpu_ok
+    assert (serve_formats.untimed_reason(summary, "cpu") is None) == cpu_timed
     assert serve_formats.unsupported_reason(summary, "cuda") is None
+    assert serve_formats.untimed_reason(summary, "cuda") is None
 
 
 def test_quant_summary_dense_and_other_methods():

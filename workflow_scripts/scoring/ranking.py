@@ -7,7 +7,7 @@ from workflow_scripts.planning.config import BASE
 from workflow_scripts.scoring import noise
 
 # Order of lanes that have no Score, after the scored ones.
-STATUS_ORDER = {"ok": 0, "unsupported": 1, "failed": 2, "missing": 3}
+STATUS_ORDER = {"ok": 0, "untimed": 1, "unsupported": 2, "failed": 3, "missing": 4}
 # The config key that sets how many runs each process times, by speed.score_uses.
 RUNS_SETTING = {"server": "speed.repeats", "micro": "speed.micro_repeats", "paired": "speed.micro_repeats"}
 

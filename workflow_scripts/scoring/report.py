@@ -98,7 +98,7 @@ def lane_row(lane, chain, metrics, read_error, base, recheck, spec, dirs):
     size = number(metrics.get("size_bytes"))
     row["size_MB"] = None if size is None else size / 1e6
     if row["status"] != "ok":
-        return row  # an unsupported or failed lane has no Score
+        return row  # an untimed, unsupported or failed lane has no Score
 
     # The base's own row is timed over the same two processes as the reference: Score 0.5 exactly.
     scored = score_row(metrics, base, spec, recheck, recheck if lane == BASE else None)
