@@ -134,7 +134,7 @@ def test_training_is_bound_by_steps_and_repeats_exactly(small_data, tokenizer):
         runs = []
         for _ in range(2):
             model = demo_model.build_model(tokenizer, arch)
-            stats = demo_model.train_causal_lm(model, rows, {"max_steps": 6, "batch_size": 2})
+            stats = demo_model.train_causal_lm(model, rows, {"max_steps": 6, "batch_size": 2}, seed=42)
             runs.append((stats, model.state_dict()))
     finally:
         torch.set_num_threads(threads)
@@ -153,7 +153,7 @@ def test_hub_source_copies_a_local_model_folder(tiny_model_dir, tmp_path):
 
 
 def test_missing_prepared_data_is_a_one_line_error(tmp_path):
-    spec = {"base": {"source": "demo", "demo": DEMO["base"]["demo"]}, "compute": {"device": "cpu"}}
+    spec = {"base": {"source": "demo", "demo": DEMO["base"]["demo"]}, "compute": {"device": "cpu", "seed": 42}}
     with pytest.raises(StageError, match="corpus.txt") as err:
         base.main(["--spec", json.dumps(spec), "--data", str(tmp_path), "--out", str(tmp_path / "base")])
     assert "\n" not in str(err.value)

@@ -8,11 +8,13 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from workflow_scripts.common import StageError, chat_text, read_jsonl
 from workflow_scripts.demo import model as demo_model
+from workflow_scripts.planning.steps import with_defaults
 from workflow_scripts.stages import kd, prune
 from workflow_scripts.stages.chat_data import chat_dataset, collate
 
 RECIPE = {"temperature": 2.0, "kl_weight": 1.0, "ce_weight": 0.5, "learning_rate": 1e-3,
           "max_steps": 30, "batch_size": 8, "max_seq_length": 256}
+FULL_RECIPE = with_defaults("kd", RECIPE)  # what the stage trains with (load_recipe fills the rest)
 
 
 def run_kd(student, teacher, data, out, recipe=RECIPE):
@@ -90,7 +92,7 @@ def test_gradient_accumulation_scales_the_kd_loss(teacher_dir, tiny_data_dir, tm
     for accum in (1, 4):
         student = AutoModelForCausalLM.from_pretrained(teacher_dir, dtype=torch.float32)
         trainer = kd.make_trainer_class()(model=student, teacher=teacher, kd_recipe=RECIPE,
-                                          args=training_arguments(tmp_path, {**RECIPE, "grad_accum": accum}))
+                                          args=training_arguments(tmp_path, {**FULL_RECIPE, "grad_accum": accum}))
         trainer.current_gradient_accumulation_steps = accum
         n_items = int((batch["labels"][:, 1:] != -100).sum())
         trainer.training_step(student, dict(batch), num_items_in_batch=n_items)
@@ -139,7 +141,7 @@ def test_training_precision_reaches_the_student_logits(teacher_dir, tiny_data_di
     teacher = AutoModelForCausalLM.from_pretrained(teacher_dir, dtype=torch.float32)
     student = AutoModelForCausalLM.from_pretrained(teacher_dir, dtype=torch.float32)
     trainer = kd.make_trainer_class()(model=student, teacher=teacher, kd_recipe=RECIPE,
-                                      args=training_arguments(tmp_path, RECIPE, bf16=bf16))
+                                      args=training_arguments(tmp_path, FULL_RECIPE, bf16=bf16))
     seen = []
     student.lm_head.register_forward_hook(lambda mod, inp, out: seen.append(out.dtype))
     loss = trainer.compute_loss(student, _batch(teacher_dir, tiny_data_dir))

@@ -13,6 +13,7 @@ from pathlib import Path
 from workflow_scripts.common import StageError, read_jsonl, set_seed, write_model_dir
 from workflow_scripts.demo.chat_formats import FORMATS, PAD, UNK
 from workflow_scripts.planning.families import family
+from workflow_scripts.planning.schema import section_defaults
 from workflow_scripts.stages.chat_data import IGNORE, encode_chat
 
 # Korean particles and endings split from the word they end (longest first), for the demo
@@ -21,9 +22,19 @@ KOREAN_SUFFIXES = ["에서는", "에서", "으로", "입니다", "입니까", "�
                    "이다", "은", "는", "이", "가", "을", "를", "의", "에", "로", "와", "과"]
 
 
-def train_tokenizer(texts, vocab_size, korean_words=False, model_type="exaone4"):
+WARMUP_STEPS = 20  # linear warm-up of the learning rate (a tenth of the run when that is shorter)
+
+
+def demo_settings(given: dict) -> dict:
+    """base.demo settings: the given ones over the schema's defaults (their one home; a validated
+    config has them all, a test or script may give only the shape)."""
+    return {**section_defaults("base", "demo"), **given}
+
+
+def train_tokenizer(texts, vocab_size, korean_words=False, model_type=None):
     """A byte-level BPE tokenizer trained on `texts`, wrapped for transformers, with the special
-    tokens and chat template of `model_type`'s family (demo/chat_formats.py).
+    tokens and chat template of `model_type`'s family (demo/chat_formats.py; default: the
+    schema's base.demo.model_type).
 
     korean_words: pre-tokenize into words, spaces, digits and punctuation, with common Korean
     particles and endings split off each word's end, so BPE never fuses a name with its
@@ -33,7 +44,7 @@ def train_tokenizer(texts, vocab_size, korean_words=False, model_type="exaone4")
     from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
-    fmt = FORMATS[model_type]
+    fmt = FORMATS[model_type or demo_settings({})["model_type"]]
     tok = Tokenizer(models.BPE(unk_token=UNK))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     if korean_words:
@@ -61,14 +72,15 @@ def train_tokenizer(texts, vocab_size, korean_words=False, model_type="exaone4")
 
 
 def build_model(tokenizer, arch: dict):
-    """A randomly initialised model of arch model_type's family (default exaone4) and the given
-    shape: all full attention and tied embeddings, as EXAONE-4.0-1.2B. arch embedding_vocab_size
-    pads the embedding beyond the tokenizer's tokens, to a real model's row count (the real-shape
-    smoke run)."""
+    """A randomly initialised model of arch model_type's family and the given shape (base.demo
+    keys; the schema's defaults for those not given): all full attention and tied embeddings, as
+    EXAONE-4.0-1.2B. arch embedding_vocab_size pads the embedding beyond the tokenizer's tokens, to
+    a real model's row count (the real-shape smoke run)."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    model_type, n = arch.get("model_type", "exaone4"), arch["num_hidden_layers"]
+    arch = demo_settings(arch)
+    model_type, n = arch["model_type"], arch["num_hidden_layers"]
     # Families that list each layer's attention kind get all full attention, as sliding is off.
     layer_types = {"layer_types": ["full_attention"] * n} if "layer_types" in family(model_type).per_layer_config else {}
     cfg = AutoConfig.for_model(
@@ -79,7 +91,7 @@ def build_model(tokenizer, arch: dict):
         num_hidden_layers=n,
         num_attention_heads=arch["num_attention_heads"],
         num_key_value_heads=arch["num_key_value_heads"],
-        max_position_embeddings=arch.get("max_position_embeddings", 2048),
+        max_position_embeddings=arch["max_position_embeddings"],
         tie_word_embeddings=True,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
@@ -152,7 +164,7 @@ def lr_factor(step, progress, warmup_steps, floor=0.05):
     return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
 
 
-def train_causal_lm(model, rows, demo, seed=42, log_every=10):
+def train_causal_lm(model, rows, demo, seed, log_every=10):
     """AdamW on packed (ids, labels) rows, reshuffled each epoch, for exactly max_steps steps: a
     step count, not a time budget, so a slow machine takes longer but trains the same model.
     Returns {"steps", "loss" (mean of the last log_every steps), "first_loss", "seconds",
@@ -160,10 +172,9 @@ def train_causal_lm(model, rows, demo, seed=42, log_every=10):
     import torch
 
     started, cpu_started = time.time(), time.process_time()
-    max_steps = demo.get("max_steps", 3000)
-    batch_size = demo.get("batch_size", 16)
-    lr = demo.get("learning_rate", 3e-3)
-    warmup = max(1, min(demo.get("warmup_steps", 20), max_steps // 10 or 1))
+    demo = demo_settings(demo)
+    max_steps, batch_size, lr = demo["max_steps"], demo["batch_size"], demo["learning_rate"]
+    warmup = max(1, min(WARMUP_STEPS, max_steps // 10 or 1))
     device = next(model.parameters()).device
 
     opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.95), weight_decay=0.01)
@@ -204,21 +215,21 @@ def build_demo(spec, data_dir, out):
     rounds differently, so the thread count is part of what makes two runs build the same model."""
     import torch
 
-    demo, compute = spec["base"]["demo"], spec.get("compute", {})
-    torch.set_num_threads(demo.get("threads", 1))
-    set_seed(compute.get("seed", 42))
+    demo, compute = demo_settings(spec["base"]["demo"]), spec["compute"]
+    torch.set_num_threads(demo["threads"])
+    set_seed(compute["seed"])
     docs, chats = training_texts(data_dir)
     texts = docs + [m["content"] for msgs in chats for m in msgs]
     tok = train_tokenizer(texts, demo["vocab_size"], korean_words=True, model_type=demo["model_type"])
     model = build_model(tok, demo)
-    if compute.get("device") == "cuda" and torch.cuda.is_available():
+    if compute["device"] == "cuda" and torch.cuda.is_available():
         model.to("cuda")
-    seq_length = demo.get("seq_length", 256)
+    seq_length = demo["seq_length"]
     rows = pack(encode_examples(tok, docs, chats, seq_length), seq_length, tok.pad_token_id)
     n_params = sum(p.numel() for p in model.parameters())
     print(f"demo base: {n_params / 1e6:.2f}M parameters, vocab {len(tok)}, "
           f"{len(docs)} documents + {len(chats)} chats", flush=True)
-    stats = train_causal_lm(model, rows, demo, seed=compute.get("seed", 42))
+    stats = train_causal_lm(model, rows, demo, seed=compute["seed"])
     print(f"trained {stats['steps']} steps in {stats['seconds']:.0f}s ({stats['cpu_seconds']:.0f} CPU s), "
           f"final loss {stats['loss']:.4f}")
     write_model_dir(out, lambda tmp: save(model.to("cpu"), tok, tmp))

@@ -59,24 +59,25 @@ def val_loss(model, tok, dataset, batch_size=8) -> float:
 
 
 def training_arguments(workdir, recipe, **overrides):
-    """TrainingArguments every stage uses: seed 42, a progress bar and logs, no checkpoints,
-    no tracker, bf16 autocast on CUDA and fp32 on CPU. max_steps (when > 0) wins over epochs,
-    as in transformers."""
+    """TrainingArguments every stage uses: the recipe's keys (defaults filled by
+    planning/steps.load_recipe; its seed from the rule, else SEED), a progress bar and logs, no
+    checkpoints, no tracker, bf16 autocast on CUDA and fp32 on CPU. max_steps (when > 0) wins over
+    epochs, as in transformers."""
     import torch
     from transformers import TrainingArguments
 
     cuda = torch.cuda.is_available()
-    steps = int(recipe.get("max_steps", -1) or -1)
+    steps = int(recipe["max_steps"] or -1)
     kwargs = dict(
         output_dir=str(workdir),
         seed=int(recipe.get("seed", SEED)),
         data_seed=int(recipe.get("seed", SEED)),
         learning_rate=float(recipe["learning_rate"]),
-        num_train_epochs=float(recipe.get("epochs", 1)),
+        num_train_epochs=float(recipe["epochs"]),
         max_steps=steps,
-        per_device_train_batch_size=int(recipe.get("batch_size", 8)),
-        gradient_accumulation_steps=int(recipe.get("grad_accum", 1)),
-        gradient_checkpointing=bool(recipe.get("gradient_checkpointing", False)),
+        per_device_train_batch_size=int(recipe["batch_size"]),
+        gradient_accumulation_steps=int(recipe["grad_accum"]),
+        gradient_checkpointing=bool(recipe["gradient_checkpointing"]),
         gradient_checkpointing_kwargs={"use_reentrant": False},
         logging_steps=max(1, steps // 10) if steps > 0 else 10,
         logging_first_step=True,
@@ -121,8 +122,7 @@ def train_with_val_loss(model, tok, recipe, train_path, val_path, what) -> dict:
     """Train `model`'s trainable parameters (`what` names them in the log) on the train set,
     with the validation loss before and after. Returns the metrics the stages record:
     val_loss_before/after, train_seconds, steps, train_loss, trainable_params, *_examples."""
-    max_len = int(recipe.get("max_seq_length", 2048))
-    batch = int(recipe.get("batch_size", 8))
+    max_len, batch = int(recipe["max_seq_length"]), int(recipe["batch_size"])
     train_ds, val_ds = chat_sets(tok, train_path, val_path, max_len)
 
     before = val_loss(model, tok, val_ds, batch)
