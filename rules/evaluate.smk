@@ -18,7 +18,8 @@ rule evaluate:
         chain=lambda w: json.dumps(EVAL_LANES[w.lane]),
         cmd=CMD["evaluate"],
         data=DATA,
-    threads: res("evaluate", "threads")
+    threads: evaluate_threads
+    priority: evaluate_priority
     # sbatch --exclusive: on SLURM the speed is timed on a node of its own (docs/running.md)
     resources: **rule_resources("evaluate"), slurm_extra="--exclusive"
     conda: CONDA_SERVE
