@@ -1,7 +1,9 @@
-"""The demo's base model: a BPE tokenizer trained with `tokenizers` on the generated corpus, an
+"""The demo's base model: a BPE tokenizer trained with `tokenizers` on the generated corpus, with
 the chat template of its family (demo/chat_formats.py: EXAONE-4.0's by default), a small model of
-that family (base.demo.model_type; hidden/intermediate multiples of 128 so GPTQ's group size fits), then a short causal-LM training run of a fixed step count, seed and
-thread count (so every run builds the same weights) on the corpus and the chat-formatted train set. Called by workflow_scripts.stages.base when base.source is demo.
+that family (base.demo.model_type; hidden/intermediate multiples of 128 so GPTQ's group size
+fits), then a short causal-LM training run of a fixed step count, seed and thread count (so every
+run builds the same weights) on the corpus and the chat-formatted train set. Called by
+workflow_scripts.stages.base when base.source is demo.
 """
 from __future__ import annotations
 

@@ -9,9 +9,9 @@ generate: every benchmark's generations once (the answers, and the engine's warm
 same generations timed speed.repeats times and the micro-benchmark speed.micro_repeats times
 (with speed.score_uses: paired, each micro run paired with one of the --reference model in a second
 engine); each figure is the median of its runs (the report re-derives them by speed.statistic).
---untimed: the answers only, no speed (a format the runtime only emulates). judge: a 1-10 rating per (conversation,
-turn). --state says "started" once the engine is up, so the caller can tell a model vLLM cannot
-load from a later crash.
+--untimed: the answers only, no speed (a format the runtime only emulates). judge: a 1-10 rating
+per (conversation, turn). --state says "started" once the engine is up, so the caller can tell a
+model vLLM cannot load from a later crash.
 """
 from __future__ import annotations
 
