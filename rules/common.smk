@@ -3,7 +3,6 @@ import json
 import sys
 from pathlib import Path
 
-from workflow_scripts.evaluation.serve_formats import preset_untimed
 from workflow_scripts.stages import data_mix
 from workflow_scripts.planning.config import ConfigError, chain_dir, kd_teacher, load_plan
 from workflow_scripts.planning.rule_params import rule_specs
@@ -69,30 +68,6 @@ def sensitivity_json(wildcards):
 
 def lane_model(lane):
     return MODELS / chain_dir(EVAL_LANES[lane])
-
-
-def untimed(scheme):
-    """Whether a model of this quantize scheme (None: dense) is evaluated untimed here: the serve
-    runtime only emulates its format (serve_formats.UNTIMED, e.g. FP8 on a CPU)."""
-    return preset_untimed(scheme, CFG["compute"]["device"])
-
-
-def evaluate_threads(wildcards):
-    """A timed evaluation takes every core the profile gives (its timed sections run alone); an
-    untimed one takes one and runs beside other jobs."""
-    return 1 if untimed(PLAN.quant_scheme(EVAL_LANES[wildcards.lane])) else res("evaluate", "threads")
-
-
-def evaluate_priority(wildcards):
-    """An untimed evaluation (and the base's, which every evaluation waits for) goes first, with
-    its quantize job (quantize_priority): a long single-core job overlaps the other jobs best
-    when it starts early."""
-    lane = wildcards.lane
-    return int(lane == "base" or untimed(PLAN.quant_scheme(EVAL_LANES[lane])))
-
-
-def quantize_priority(wildcards):
-    return int(untimed(PLAN.recipes[wildcards.recipe]["scheme"]))
 
 
 def res(rule_name, key):

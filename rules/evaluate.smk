@@ -18,8 +18,7 @@ rule evaluate:
         chain=lambda w: json.dumps(EVAL_LANES[w.lane]),
         cmd=CMD["evaluate"],
         data=DATA,
-    threads: evaluate_threads
-    priority: evaluate_priority
+    threads: res("evaluate", "threads")
     # sbatch --exclusive: on SLURM the speed is timed on a node of its own (docs/running.md)
     resources: **rule_resources("evaluate"), slurm_extra="--exclusive"
     conda: CONDA_SERVE

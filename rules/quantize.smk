@@ -15,7 +15,6 @@ rule quantize:
         sensitivity=lambda w, input: f"--sensitivity {input.sensitivity}" if input.sensitivity else "",
         cmd=CMD["quantize"],
     threads: res("quantize", "threads")
-    priority: quantize_priority
     resources: **rule_resources("quantize")
     conda: CONDA_COMPRESS
     log: LOGS / "quantize" / "{parent}.{recipe}.log"

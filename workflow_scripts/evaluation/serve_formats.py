@@ -29,12 +29,6 @@ UNTIMED = {
 }
 
 
-# The quantize step's schemes (planning/steps.py: llmcompressor presets) by the name quant_summary
-# gives the models they make: what planning knows of a lane's format before its model exists.
-PRESET_SCHEMES = {"W4A16": "W4A16", "W8A16": "W8A16", "W8A8": "W8A8", "FP8": "FP8-static",
-                  "FP8_DYNAMIC": "FP8-dynamic"}
-
-
 def _group_scheme(group: dict) -> str:
     """A compressed-tensors config group as a scheme name: W4A16, W8A8, W8A8-static, FP8-dynamic..."""
     w, a = group.get("weights") or {}, group.get("input_activations")
@@ -92,9 +86,3 @@ def unsupported_reason(quant, device: str):
 def untimed_reason(quant, device: str):
     """One line when the runtime on `device` only emulates this quantization, else None."""
     return _reason(UNTIMED, quant, device)
-
-
-def preset_untimed(preset, device: str) -> bool:
-    """Whether a model quantized with the scheme `preset` (None: a dense model) will be evaluated
-    untimed on `device`; the evaluation itself decides from the model's config.json."""
-    return preset is not None and untimed_reason({"scheme": PRESET_SCHEMES[preset]}, device) is not None

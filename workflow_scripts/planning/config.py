@@ -46,12 +46,6 @@ class Plan:
     def recipe_params(self, name):
         return {k: v for k, v in self.recipes[name].items() if k != "step"}
 
-    def quant_scheme(self, chain):
-        """The scheme of a chain's model: its last quantize step's (a later step keeps the format),
-        or None for a dense model."""
-        schemes = [self.recipes[r]["scheme"] for r in chain if self.recipes[r]["step"] == "quantize"]
-        return schemes[-1] if schemes else None
-
     def sensitivity_recipe(self, name):
         """The quantize recipe whose per-layer sensitivity `name` keeps layers by, or None."""
         keep = self.recipes[name].get("keep_unquantized")
