@@ -127,7 +127,8 @@ def test_fixed_lane_set_completes_and_packages(work, first_run):
 def test_killed_run_resumes_without_reusing_a_half_written_model(work, first_run):
     """SIGKILL Snakemake and its job in the middle of an SFT run; the rerun redoes the job."""
     cfg = yaml.safe_load((work / "cfg.yaml").read_text())
-    cfg["recipe_overrides"]["sft"]["max_steps"] = 400  # long enough to be killed mid-way
+    steps = 100  # about 20 s at the demo's 5 steps/s: still running when killed 2 s in
+    cfg["recipe_overrides"]["sft"]["max_steps"] = steps
     (work / "cfg.yaml").write_text(yaml.safe_dump(cfg))
     target = f"{DEMO_RESULTS}/models/base.sft"
     log = work / DEMO_RESULTS / "logs" / "sft" / "base.sft.log"
@@ -148,5 +149,5 @@ def test_killed_run_resumes_without_reusing_a_half_written_model(work, first_run
     rerun = subprocess.run(snakemake_cmd(work, target), cwd=work, capture_output=True, text=True)
     assert rerun.returncode == 0, rerun.stdout[-2000:] + rerun.stderr[-2000:]
     sft = json.loads((work / target / "sft_metrics.json").read_text())
-    assert sft["steps"] == 400
+    assert sft["steps"] == steps
     assert not list((work / DEMO_RESULTS / "models").glob(".base.sft.tmp*"))
