@@ -147,7 +147,7 @@ def evaluate(args) -> int:
         if args.speed_only:
             return not_evaluated(metrics, benches, "untimed", untimed, args)
         metrics.update(status="untimed", reason=untimed)
-        worker_args = ["--bench-dir", str(args.bench_dir), "--untimed"]  # no reference engine: nothing is timed
+        worker_args += ["--untimed"]  # the worker then starts no reference engine: nothing is timed
 
     with tempfile.TemporaryDirectory(prefix="evaluate-") as tmp:
         work = Path(tmp)

@@ -67,11 +67,11 @@ def training_arguments(workdir, recipe, **overrides):
     from transformers import TrainingArguments
 
     cuda = torch.cuda.is_available()
-    steps = int(recipe["max_steps"] or -1)
+    steps, seed = int(recipe["max_steps"] or -1), int(recipe.get("seed", SEED))
     kwargs = dict(
         output_dir=str(workdir),
-        seed=int(recipe.get("seed", SEED)),
-        data_seed=int(recipe.get("seed", SEED)),
+        seed=seed,
+        data_seed=seed,
         learning_rate=float(recipe["learning_rate"]),
         num_train_epochs=float(recipe["epochs"]),
         max_steps=steps,
