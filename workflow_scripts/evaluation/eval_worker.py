@@ -9,7 +9,8 @@ generate: every benchmark's generations once (the answers, and the engine's warm
 same generations timed speed.repeats times and the micro-benchmark speed.micro_repeats times
 (with speed.score_uses: paired, each micro run paired with one of the --reference model in a second
 engine); each figure is the median of its runs (the report re-derives them by speed.statistic).
---untimed: the answers only, no speed (a format the runtime only emulates). judge: a 1-10 rating
+--untimed: the answers only, no speed (a format the runtime only emulates; FP8 matmuls then run as
+float32 GEMMs, evaluation/fp8_emulation.py). judge: a 1-10 rating
 per (conversation, turn). --state says "started" once the engine is up, so the caller can tell a
 model vLLM cannot load from a later crash.
 """
@@ -22,7 +23,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from workflow_scripts.common import StageError, read_jsonl, run_cli, write_json
-from workflow_scripts.evaluation import answers
+from workflow_scripts.evaluation import answers, fp8_emulation
 from workflow_scripts.evaluation.benchmark_kinds import KINDS, kind_of
 from workflow_scripts.evaluation.engine import effective_max_model_len, fast_exit, serve_settings, serving
 from workflow_scripts.scoring import noise
@@ -192,6 +193,8 @@ def worker_generate(args) -> int:
     benches = load_benchmarks(args.bench_dir, spec["benchmarks"])
     state = Path(args.state)
     state.write_text("starting")
+    if args.untimed:
+        fp8_emulation.install()
     with ExitStack() as engines:  # both engines stopped at the end (engine.serving)
         start = time.perf_counter()
         llm = engines.enter_context(serving(args.model, serve))

