@@ -12,8 +12,10 @@ The MCQA test items are about facts the corpus and the SFT chats teach; the SFT 
 MCQA-format chats (the evaluation prompt, answer '정답: C') for the same facts with the test
 item's option list (same order) but other question wordings, never the test question. So the
 demo MCQA measures whether a model still recalls each fact's answer from a new wording: a
-memorisation test, which is what a 1M-parameter model can learn in 3 CPU minutes (matching a
-recalled value to a shuffled option letter it does not learn in that budget).
+memorisation test, which is what a 1M-parameter model can learn in a few CPU minutes (matching a
+recalled value to a shuffled option letter it does not learn in that budget). Long QA is taught
+by 300 reading chats on contexts of 1-3 passages (60 chats on 2-3 passages left the base
+guessing a frequent value: docs/metrics.md).
 
     python -m workflow_scripts.demo.data --out results/data/demo_raw
 """
@@ -38,10 +40,13 @@ class Sizes:
     cities: int = 10
     people: int = 6
     items: int = 6
+    corpus_copies: int = 3          # each corpus document this many times: a fact needs more
+                                    # exposures than one pass over the documents gives
     mcqa_train_per_fact: int = 12   # MCQA-format SFT chats per fact (other question wordings)
     qa_en_share: float = 0.5       # English QA chats per fact
     two_turn: int = 60
-    longqa_train: int = 60
+    longqa_train: int = 300         # reading is learnt from many short contexts, not a few long ones
+    longqa_train_passages: tuple = (1, 2, 3)
     longqa_test: int = 40
     longqa_passages: int = 3       # passages in a test context (one holds the answer): the
                                    # whole prompt fits the 256-token rows the base trains on
@@ -263,14 +268,15 @@ def _paragraph(rng, facts, lang):
 
 # --- the sets ----------------------------------------------------------------------------
 
-def make_corpus(rng, facts):
-    """Pre-training documents: each fact in every phrasing, and a passage per entity."""
+def make_corpus(rng, facts, copies=1):
+    """Pre-training documents: each fact in every phrasing, and a passage per entity; the list
+    `copies` times over (the corpus's weight in the base's training mix)."""
     docs = [_say(t, f) for f in facts for lang in ("ko", "en") for t in ATTRS[f.attr][lang]]
     for ent_facts in _by_entity(facts).values():
         for lang in ("ko", "ko", "en"):
             docs.append(_paragraph(rng, rng.sample(ent_facts, len(ent_facts)), lang))
     rng.shuffle(docs)
-    return docs
+    return docs * copies
 
 
 def _mcqa_options(rng, fact):
@@ -368,7 +374,7 @@ def make_longqa(rng, facts, sizes):
     # training sequences) and without the test contexts.
     train = []
     for _ in range(sizes.longqa_train):
-        item = _longqa(rng, rng.choice(facts), by_entity, rng.choice([2, 3]))
+        item = _longqa(rng, rng.choice(facts), by_entity, rng.choice(sizes.longqa_train_passages))
         train.append(_chat([prompts.longqa_prompt(item, "longqa_ko"), item["answer"]]))
     return test, train
 
@@ -415,7 +421,7 @@ def generate(out_dir, seed=SEED, sizes=Sizes()):
     out.mkdir(parents=True, exist_ok=True)
     rng = random.Random(seed)
     facts = build_world(rng, sizes)
-    corpus = make_corpus(rng, facts)
+    corpus = make_corpus(rng, facts, sizes.corpus_copies)
     mcqa_test, mcqa_train = make_mcqa(rng, facts, sizes.mcqa_train_per_fact)
     longqa_test, longqa_train = make_longqa(rng, facts, sizes)
     sft = make_qa_chats(rng, facts, sizes) + mcqa_train + longqa_train
