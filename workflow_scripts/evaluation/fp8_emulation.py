@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import warnings
 
-import torch
-
 _LIBRARY = None  # the torch.library registration; kept alive for the life of the process
 
 
 def scaled_mm(a, b, scale_a, scale_b, bias=None, scale_result=None, out_dtype=None, use_fast_accum=False):
     """aten::_scaled_mm for tensor-wise and row/column-wise scales: (a @ b) * scale_a * scale_b + bias."""
+    import torch  # here, not at the top: the evaluation orchestrator imports the worker without torch
+
     if scale_result is not None:
         raise NotImplementedError("FP8 emulation: scale_result (an FP8 output) is not supported")
     out = torch.mm(a.to(torch.float32), b.to(torch.float32)) * scale_a.to(torch.float32) * scale_b.to(torch.float32)
@@ -30,6 +30,8 @@ def scaled_mm(a, b, scale_a, scale_b, bias=None, scale_result=None, out_dtype=No
 
 def install() -> None:
     """Route every torch._scaled_mm on the CPU in this process through `scaled_mm` (idempotent)."""
+    import torch
+
     global _LIBRARY
     if _LIBRARY is None:
         library = torch.library.Library("aten", "IMPL")
