@@ -37,6 +37,7 @@ import subprocess
 import sys
 import tempfile
 import zipfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from workflow_scripts import REPO
@@ -228,18 +229,29 @@ def try_candidate(row, models_dir, spec, work, k, skip_serve_check):
         entry["zip_bytes"] = zip_path.stat().st_size
         reason = verdict("size", gate_size(entry["zip_bytes"], entry["unpacked_bytes"], spec["target"]))
         if not reason:
-            reason, entry["target_check"] = gate_target(unpacked / "model", spec)
-            verdict("target", reason)
-        if not reason and skip_serve_check:
-            gate["serve"] = "skipped (--skip-serve-check)"
-        elif not reason:
-            reason = verdict("serve", gate_serve(unpacked / "model", spec))
+            reason = gate_target_and_serve(unpacked / "model", spec, entry, verdict, skip_serve_check)
     except StageError as e:
         reason = str(e)
     if reason:
         zip_path.unlink(missing_ok=True)
         shutil.rmtree(unpacked, ignore_errors=True)
     return entry, reason
+
+
+def gate_target_and_serve(model_dir, spec, entry, verdict, skip_serve_check):
+    """The target and serve checks of one unpacked model, side by side: two subprocesses in two
+    envs, each mostly its interpreter's imports on one core (the target check runs on the CPU,
+    so the serve check's engine has the GPU to itself). The target's reason comes first."""
+    if skip_serve_check:
+        entry["gate"]["serve"] = "skipped (--skip-serve-check)"
+        reason, entry["target_check"] = gate_target(model_dir, spec)
+        return verdict("target", reason)
+    # The serve check stays on this (the main) thread: its engine session is stopped on a signal.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        target = pool.submit(gate_target, model_dir, spec)
+        serve_reason = gate_serve(model_dir, spec)
+        reason, entry["target_check"] = target.result()
+    return verdict("target", reason) or verdict("serve", serve_reason)
 
 
 def package(summary, models_dir, spec, out, skip_serve_check=False):
