@@ -131,6 +131,7 @@ class WorkflowDir:
         cfg["base"]["demo"].update(max_steps=150)
         for bench, n in (("demo_mcqa", 40), ("demo_longqa", 5), ("demo_mtbench", 2)):
             cfg["benchmarks"][bench]["max_samples"] = n
+        cfg["speed"]["micro_repeats"] = 8  # the demo's 40 paired runs take 4 s an evaluation; 8 still give a range
         cfg["recipe_overrides"]["postsft"].update(max_steps=2)
         cfg["lanes_file"] = str(self.path / "lanes.yaml")
         return cfg
