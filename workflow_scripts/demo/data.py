@@ -14,8 +14,7 @@ item's option list (same order) but other question wordings, never the test ques
 demo MCQA measures whether a model still recalls each fact's answer from a new wording: a
 memorisation test, which is what a 1M-parameter model can learn in a few CPU minutes (matching a
 recalled value to a shuffled option letter it does not learn in that budget). Long QA is taught
-by 300 reading chats on contexts of 1-3 passages (60 chats on 2-3 passages left the base
-guessing a frequent value: docs/metrics.md).
+by many reading chats on short contexts (Sizes; the variants tried are in docs/metrics.md).
 
     python -m workflow_scripts.demo.data --out results/data/demo_raw
 """
@@ -40,13 +39,12 @@ class Sizes:
     cities: int = 10
     people: int = 6
     items: int = 6
-    corpus_copies: int = 3          # each corpus document this many times: a fact needs more
-                                    # exposures than one pass over the documents gives
+    corpus_copies: int = 3          # each corpus document 3 times: a fact needs more exposures
     mcqa_train_per_fact: int = 12   # MCQA-format SFT chats per fact (other question wordings)
     qa_en_share: float = 0.5       # English QA chats per fact
     two_turn: int = 60
-    longqa_train: int = 300         # reading is learnt from many short contexts, not a few long ones
-    longqa_train_passages: tuple = (1, 2, 3)
+    longqa_train: int = 300         # reading chats, each on a context of 1-3 passages:
+    longqa_train_passages: tuple = (1, 2, 3)  # 60 on 2-3 passages left the base guessing
     longqa_test: int = 40
     longqa_passages: int = 3       # passages in a test context (one holds the answer): the
                                    # whole prompt fits the 256-token rows the base trains on
@@ -269,8 +267,7 @@ def _paragraph(rng, facts, lang):
 # --- the sets ----------------------------------------------------------------------------
 
 def make_corpus(rng, facts, copies=1):
-    """Pre-training documents: each fact in every phrasing, and a passage per entity; the list
-    `copies` times over (the corpus's weight in the base's training mix)."""
+    """Pre-training documents: each fact in every phrasing and a passage per entity, `copies` times."""
     docs = [_say(t, f) for f in facts for lang in ("ko", "en") for t in ATTRS[f.attr][lang]]
     for ent_facts in _by_entity(facts).values():
         for lang in ("ko", "ko", "en"):
@@ -372,11 +369,9 @@ def make_longqa(rng, facts, sizes):
             for i, f in enumerate(test_facts)]
     # Training chats in the same prompt format, on short contexts (they fit the demo's
     # training sequences) and without the test contexts.
-    train = []
-    for _ in range(sizes.longqa_train):
-        item = _longqa(rng, rng.choice(facts), by_entity, rng.choice(sizes.longqa_train_passages))
-        train.append(_chat([prompts.longqa_prompt(item, "longqa_ko"), item["answer"]]))
-    return test, train
+    train = [_longqa(rng, rng.choice(facts), by_entity, rng.choice(sizes.longqa_train_passages))
+             for _ in range(sizes.longqa_train)]
+    return test, [_chat([prompts.longqa_prompt(item, "longqa_ko"), item["answer"]]) for item in train]
 
 
 def make_mtbench(rng, facts):
