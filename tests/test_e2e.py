@@ -127,7 +127,8 @@ def test_fixed_lane_set_completes_and_packages(work, first_run):
 def test_killed_run_resumes_without_reusing_a_half_written_model(work, first_run):
     """SIGKILL Snakemake and its job in the middle of an SFT run; the rerun redoes the job."""
     cfg = yaml.safe_load((work / "cfg.yaml").read_text())
-    steps = 40  # about 8 s at the demo's 5 steps/s: still running when killed 2 s in
+    # Not the demo's 40 (then the job would not rerun); about 12 s at 5 steps/s: still running when killed 2 s in
+    steps = 60
     cfg["recipe_overrides"]["sft"]["max_steps"] = steps
     (work / "cfg.yaml").write_text(yaml.safe_dump(cfg))
     target = f"{DEMO_RESULTS}/models/base.sft"
