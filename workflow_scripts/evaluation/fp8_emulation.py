@@ -2,9 +2,10 @@
 
 vLLM's CPU fallback for FP8 W8A8 layers calls torch._scaled_mm, whose CPU kernel is a slow
 reference path on a CPU without AMX-FP8: about 20 ns per multiply-add (0.8 s for a 1024x128x384
-product that float32 GEMM does in 6-17 ms on the demo's machine), 100-200x the bf16 model. Every FP8 value is exact in float32 and so is each product of two, so widening both
-operands and running an ordinary float32 GEMM gives the same sums (the same bits in vLLM's
-unit-scale call, checked in tests/test_fp8_emulation.py) at float32 GEMM speed.
+product that float32 GEMM does in 6-17 ms on the demo's machine), 100-200x the bf16 model. Every
+FP8 value is exact in float32 and so is each product of two, so widening both operands and
+running an ordinary float32 GEMM gives the same sums (the same bits in vLLM's unit-scale call,
+checked in tests/test_fp8_emulation.py) at float32 GEMM speed.
 
 Installed only for an untimed lane (evaluation/serve_formats.py UNTIMED): its answers are scored,
 its time is not, so the emulation only has to be exact, not representative.

@@ -243,9 +243,10 @@ def gate_target_and_serve(model_dir, spec, entry, verdict, skip_serve_check):
     envs, each mostly its interpreter's imports on one core (the target check runs on the CPU,
     so the serve check's engine has the GPU to itself). The target's reason comes first."""
     if skip_serve_check:
-        entry["gate"]["serve"] = "skipped (--skip-serve-check)"
         reason, entry["target_check"] = gate_target(model_dir, spec)
-        return verdict("target", reason)
+        if not verdict("target", reason):
+            entry["gate"]["serve"] = "skipped (--skip-serve-check)"
+        return reason
     # The serve check stays on this (the main) thread: its engine session is stopped on a signal.
     with ThreadPoolExecutor(max_workers=1) as pool:
         target = pool.submit(gate_target, model_dir, spec)
