@@ -95,17 +95,17 @@ def rule_resources(rule_name):
 # Snakemake sets OMP_NUM_THREADS; PYTHONPATH lets `-m workflow_scripts` import from any --directory.
 STAGE_ENV = f"PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false PYTHONPATH={workflow.basedir}"
 
-# GPU jobs run through gpu_slot: each takes one free device of compute.gpus (flock in
-# results/.gpu_locks) and sees only it; evaluate holds every device, since it times generation.
-# Inside a SLURM job gpu_slot leaves the device to SLURM (--gpus=1). docs/running.md
+# Every job runs through gpu_slot: a GPU job takes one free device of compute.gpus (flock in
+# results/.gpu_locks) and sees only it; evaluate's timed sections have the machine to themselves
+# (--timed). Inside a SLURM job gpu_slot leaves the device to SLURM (--gpus=1). docs/running.md
 _gpus = CFG["compute"].get("gpus", "auto")
 GPU_DEVICES = _gpus if _gpus == "auto" else (",".join(str(g) for g in _gpus) or "none")
 
 
-def stage_cmd(rule_name, python=sys.executable, exclusive=False):
-    """`<env> [gpu_slot ... --] python -m workflow_scripts` for one rule."""
-    # A CPU job too, so that it never runs beside evaluate's timed section (gpu_slot --no-gpu).
-    mode = " --exclusive" if exclusive else ("" if res(rule_name, "gpu") else " --no-gpu")
+def stage_cmd(rule_name, python=sys.executable, timed=False):
+    """`<env> gpu_slot ... -- python -m workflow_scripts` for one rule."""
+    # A CPU job too, so that it never runs beside a timed section (gpu_slot --no-gpu).
+    mode = " --timed" if timed else ("" if res(rule_name, "gpu") else " --no-gpu")
     slot = (f"{sys.executable} -m workflow_scripts.gpu_slot --devices {GPU_DEVICES} "
             f"--lock-dir {RESULTS / '.gpu_locks'}{mode} -- ")
     return f"{STAGE_ENV} {slot}{python} -m workflow_scripts"
@@ -114,7 +114,7 @@ def stage_cmd(rule_name, python=sys.executable, exclusive=False):
 CMD = {rule: stage_cmd(rule) for rule in ("prepare_data", "base_model", "quantize", "sensitivity", "sft",
                                           "post_sft", "prune", "kd", "report", "package", "mix_data")}
 CMD["teacher_data"] = stage_cmd("teacher_data", python=SERVE_PY)
-CMD["evaluate"] = stage_cmd("evaluate", python=SERVE_PY, exclusive=True)
+CMD["evaluate"] = stage_cmd("evaluate", python=SERVE_PY, timed=True)
 CMD["target_check"] = stage_cmd("target_check", python=TARGET_PY)
 
 

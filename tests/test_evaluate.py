@@ -248,14 +248,41 @@ PAIRED_SPEC = {**SPEC, "speed": {**SPEC["speed"], "score_uses": "paired", "micro
 @needs_serve
 def test_speed_only_times_again_paired_with_the_base(tiny_model_dir, bench_dir, tmp_path):
     """The base's second process (rule speed_recheck), with speed.score_uses paired: the same
-    timed section, no per-item file, and each micro run beside one of a second engine of the base."""
-    out = tmp_path / "base.recheck.json"
-    proc = _run(["--model", tiny_model_dir, "--lane", "base", "--speed-only", "--bench-dir", bench_dir,
-                 "--spec", json.dumps(PAIRED_SPEC), "--out", out, "--reference", tiny_model_dir])
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    timed section, no per-item file, and each micro run beside one of a second engine of the base.
+    Under gpu_slot --timed as the rule runs it, beside a job that holds the machine (this test):
+    the engines start beside it, the timed section waits until it has ended."""
+    import fcntl
+    import sys
+
+    out, locks = tmp_path / "base.recheck.json", tmp_path / "locks"
+    locks.mkdir()
+    other_job = os.open(locks / "cpu.lock", os.O_RDWR | os.O_CREAT)
+    fcntl.flock(other_job, fcntl.LOCK_SH)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "workflow_scripts.gpu_slot", "--devices", "none", "--lock-dir", str(locks),
+         "--poll", "0.1", "--timed", "--", str(SERVE_PY), "-m", "workflow_scripts.evaluation.evaluate",
+         "--model", str(tiny_model_dir), "--lane", "base", "--speed-only", "--bench-dir", str(bench_dir),
+         "--spec", json.dumps(PAIRED_SPEC), "--out", str(out), "--reference", str(tiny_model_dir)],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "2", "PYTHONPATH": str(REPO), "TOKENIZERS_PARALLELISM": "false"})
+    seen = []
+    try:
+        for line in proc.stdout:
+            seen.append(line)
+            if "timed section: other jobs run; waiting" in line:
+                break
+        os.close(other_job)  # the other job ends
+        seen += proc.stdout.readlines()
+        assert proc.wait(300) == 0, "".join(seen)[-3000:]
+    finally:
+        proc.kill()
+    text = "".join(seen)
+    # Both engines started and the answers came beside the other job; nothing was timed then.
+    assert text.index("reference engine:") < text.index("timed section: other jobs run; waiting")
+    assert text.index("gpu_slot: waited") < text.index("timed pass 1/")
     s = json.loads(out.read_text())["speed"]
     assert len(s["server_runs_sec_per_token"]) == 3 and s["server_sec_per_token"] > 0
-    assert list(tmp_path.iterdir()) == [out]
+    assert sorted(tmp_path.iterdir()) == [out, locks]
     own, ref, ratios = s["micro_runs_sec_per_token"], s["paired_reference_runs_sec_per_token"], s["paired_ratio_runs"]
     assert len(own) == len(ref) == len(ratios) == 6 and min(ref) > 0
     assert ratios == pytest.approx([a / b for a, b in zip(own, ref)])

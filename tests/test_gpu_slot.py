@@ -1,4 +1,4 @@
-"""gpu_slot: one device per job, exclusive mode, signals, scheduler pass-through, and the
+"""gpu_slot: one device per job, timed sections alone on the machine, signals, scheduler pass-through, and the
 allocation under real Snakemake (`resources: gpu=1`, `--resources gpu=2`). Fake device lists:
 no GPU is needed, the commands only record the CUDA_VISIBLE_DEVICES they were given."""
 import os
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from workflow_scripts import REPO
+from workflow_scripts import REPO, gpu_slot
 
 WRAP = [sys.executable, "-m", "workflow_scripts.gpu_slot", "--poll", "0.1"]
 
@@ -85,45 +85,84 @@ def test_concurrent_commands_get_distinct_devices_and_keep_exit_codes(tmp_path):
     assert any("waiting" in p.stderr.read() for p in procs)  # two of them had to wait
 
 
-def test_exclusive_waits_for_every_device_and_holds_back_new_jobs(tmp_path):
+# A --timed job's command: an untimed part, then a timed section (gpu_slot.timed_section).
+TIMED_SCRIPT = """
+import sys, time
+from workflow_scripts.gpu_slot import timed_section
+log, label, before, inside = sys.argv[1], sys.argv[2], float(sys.argv[3]), float(sys.argv[4])
+def rec(kind, what):
+    with open(log, "a") as f:
+        f.write(f"{kind} {what} - {time.time()}\\n")
+rec("start", label + "_untimed"); time.sleep(before); rec("end", label + "_untimed")
+with timed_section():
+    rec("start", label); time.sleep(inside); rec("end", label)
+"""
+
+
+def timed_job(log, label, before, inside):
+    return [sys.executable, "-c", TIMED_SCRIPT, str(log), label, str(before), str(inside)]
+
+
+def test_a_timed_section_waits_for_running_jobs_and_holds_back_new_ones(tmp_path):
+    """The untimed part of a --timed job runs beside other jobs, GPU or CPU; its timed section
+    waits until they end, and a job that starts while it waits or runs waits for its end."""
     log, locks = tmp_path / "log", tmp_path / "locks"
     base = WRAP + ["--devices", "0,1", "--lock-dir", str(locks)]
     env = env_for()
-    first = [subprocess.Popen(base + ["--"] + recorder(log, f"a{i}", 1), env=env) for i in range(2)]
-    wait_for(lambda: started(log, "a0") and started(log, "a1"))
-    excl = subprocess.Popen(base + ["--exclusive", "--"] + recorder(log, "excl", 0.5),
-                            env=env, stderr=subprocess.PIPE, text=True)
-    # Once the exclusive job says it waits for a device it holds the gate: a job that starts
-    # now must wait for the exclusive one to finish, though a device frees up before that.
-    assert "busy; waiting" in excl.stderr.readline()
-    late = subprocess.Popen(base + ["--"] + recorder(log, "late", 0.1), env=env)
-    assert [p.wait(timeout=60) for p in first + [excl, late]] == [0, 0, 0, 0]
-    runs = intervals(log)
-    assert runs["excl"][0] == "0"
-    assert runs["excl"][1] >= max(runs["a0"][2], runs["a1"][2])
-    assert runs["late"][1] >= runs["excl"][2]
-
-
-def test_cpu_jobs_never_run_beside_an_exclusive_job(tmp_path):
-    """--no-gpu (prepare_data, the target check): no device, and no overlap with a timed
-    (exclusive) job, either way round: the exclusive job waits for a running CPU job, and a CPU
-    job that starts while the exclusive one waits or runs waits for it to end."""
-    log, locks = tmp_path / "log", tmp_path / "locks"
-    base = WRAP + ["--devices", "0,1", "--lock-dir", str(locks)]
-    env = env_for()
-    cpu = subprocess.Popen(base + ["--no-gpu", "--"] + recorder(log, "cpu", 1), env=env)
-    gpu = subprocess.Popen(base + ["--"] + recorder(log, "gpu", 0.3), env=env)
-    wait_for(lambda: started(log, "cpu"))
-    excl = subprocess.Popen(base + ["--exclusive", "--"] + recorder(log, "excl", 0.5),
-                            env=env, stderr=subprocess.PIPE, text=True)
-    assert "waiting" in excl.stderr.readline()
+    gpu = subprocess.Popen(base + ["--"] + recorder(log, "gpu", 1.5), env=env)
+    cpu = subprocess.Popen(base + ["--no-gpu", "--"] + recorder(log, "cpu", 1.5), env=env)
+    wait_for(lambda: started(log, "gpu") and started(log, "cpu"))
+    timed = subprocess.Popen(base + ["--timed", "--"] + timed_job(log, "timed", 0.2, 0.5),
+                             env=env, stderr=subprocess.PIPE, text=True)
+    wait_for(lambda: started(log, "timed_untimed"))
+    err = timed.stderr.readline() + timed.stderr.readline()
+    assert "timed section: other jobs run; waiting" in err, err
     late = subprocess.Popen(base + ["--no-gpu", "--"] + recorder(log, "late", 0.1), env=env)
-    assert [p.wait(timeout=60) for p in (cpu, gpu, excl, late)] == [0, 0, 0, 0]
+    assert [p.wait(timeout=60) for p in (gpu, cpu, timed, late)] == [0, 0, 0, 0]
     runs = intervals(log)
+    assert runs["timed_untimed"][1] < min(runs["gpu"][2], runs["cpu"][2])  # beside them
+    assert runs["timed"][1] >= max(runs["gpu"][2], runs["cpu"][2])          # alone
+    assert runs["late"][1] >= runs["timed"][2]
     assert runs["cpu"][0] == runs["late"][0] == "-"  # CUDA_VISIBLE_DEVICES empty: no device
-    assert runs["gpu"][1] < runs["cpu"][2]  # a GPU job may run beside a CPU job
-    assert runs["excl"][1] >= runs["cpu"][2]
-    assert runs["late"][1] >= runs["excl"][2]
+
+
+@pytest.mark.parametrize("devices", ["0,1", "none"])
+def test_timed_jobs_run_side_by_side_and_time_one_at_a_time(tmp_path, devices):
+    """Three timed jobs at once (evaluations; on a CPU host too): their untimed parts overlap,
+    their timed sections never do, and none waits for ever for another's hold."""
+    log, locks = tmp_path / "log", tmp_path / "locks"
+    base = WRAP + ["--devices", devices, "--lock-dir", str(locks), "--timed", "--"]
+    procs = [subprocess.Popen(base + timed_job(log, f"t{i}", 0.5, 0.3), env=env_for()) for i in range(3)]
+    assert [p.wait(timeout=60) for p in procs] == [0, 0, 0]
+    runs = intervals(log)
+    untimed = {k: v for k, v in runs.items() if k.endswith("_untimed")}
+    assert max_concurrent(untimed) >= 2
+    assert max_concurrent({k: runs[k] for k in ("t0", "t1", "t2")}) == 1
+    # A timed section never overlaps another job's untimed part either.
+    for k in ("t0", "t1", "t2"):
+        others = [v for name, v in untimed.items() if not name.startswith(k)]
+        assert all(e <= runs[k][1] or s >= runs[k][2] for _, s, e in others), (k, runs)
+
+
+def test_a_timed_section_outside_gpu_slot_takes_nothing(monkeypatch):
+    monkeypatch.delenv(gpu_slot.HOLD_FD_ENV, raising=False)
+    with gpu_slot.timed_section():
+        pass
+    assert gpu_slot.held_fds() == []
+
+
+def test_a_hold_that_was_not_passed_on_is_a_clear_error(tmp_path, monkeypatch):
+    """A process that did not get the job's descriptor would wait for its own job for ever."""
+    (tmp_path / "cpu.lock").touch()
+    other = os.open(tmp_path / "other", os.O_RDWR | os.O_CREAT)
+    monkeypatch.setenv(gpu_slot.LOCK_DIR_ENV, str(tmp_path))
+    monkeypatch.setenv(gpu_slot.HOLD_FD_ENV, str(other))
+    try:
+        with pytest.raises(RuntimeError, match="pass the descriptor on"):
+            with gpu_slot.timed_section():
+                pass
+    finally:
+        os.close(other)
 
 
 def test_sigterm_is_forwarded_and_the_device_freed(tmp_path):

@@ -13,6 +13,7 @@ import threading
 from contextlib import contextmanager
 from pathlib import Path
 
+from workflow_scripts import gpu_slot
 from workflow_scripts.common import StageError
 
 
@@ -135,8 +136,9 @@ def run_engine_process(cmd, on_output, env=None, cwd=None, timeout=None):
     -- no process of that session outlives it: an engine core left behind would hold the GPU
     and the output pipe (reading to its end would never return)."""
     exit_cleanly_on_signals()
+    # The job's gpu_slot hold goes with it: the worker's timed sections let go of it (gpu_slot.py).
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, cwd=cwd,
-                            start_new_session=True)
+                            start_new_session=True, pass_fds=gpu_slot.held_fds())
 
     def pump():
         while chunk := proc.stdout.read1(1 << 16):

@@ -22,6 +22,7 @@ import time
 from contextlib import ExitStack
 from pathlib import Path
 
+from workflow_scripts import gpu_slot
 from workflow_scripts.common import StageError, read_jsonl, run_cli, write_json
 from workflow_scripts.evaluation import answers, fp8_emulation
 from workflow_scripts.evaluation.benchmark_kinds import KINDS, kind_of
@@ -218,19 +219,21 @@ def timed_generations(llm, engines, args, spec, serve, benches) -> dict:
                "enforce_eager": bool(serve["enforce_eager"])}
     if args.untimed:
         return {"rows": rows, "speed": None, "runtime": runtime}
-    server = []
-    for i in range(spec["speed"]["repeats"]):
-        print(f"timed pass {i + 1}/{spec['speed']['repeats']}", flush=True)
-        cold_prefix_cache(llm)
-        timed_rows, seconds = benchmark_pass(llm, tok, benches, max_len, seed)
-        tokens = sum(r["tokens"] for r in timed_rows)
-        server.append(seconds / tokens if tokens else None)
     reference = None
     if spec["speed"]["score_uses"] == "paired":
-        # A second engine in this process: the base, timed run by run beside the model.
+        # A second engine in this process: the base, timed run by run beside the model. Started
+        # before the timed section, which only the timed generations need to themselves.
         print(f"reference engine: {args.reference}", flush=True)
         reference = engines.enter_context(serving(args.reference, serve))
-    micro, reference_micro = micro_benchmark(llm, tok, spec["speed"], seed, reference)
+    server = []
+    with gpu_slot.timed_section():
+        for i in range(spec["speed"]["repeats"]):
+            print(f"timed pass {i + 1}/{spec['speed']['repeats']}", flush=True)
+            cold_prefix_cache(llm)
+            timed_rows, seconds = benchmark_pass(llm, tok, benches, max_len, seed)
+            tokens = sum(r["tokens"] for r in timed_rows)
+            server.append(seconds / tokens if tokens else None)
+        micro, reference_micro = micro_benchmark(llm, tok, spec["speed"], seed, reference)
     tokens = sum(r["tokens"] for r in rows)
     server = [s for s in server if s]
     # The file's own figures are medians; speed.statistic is the report's (scoring/noise.py with_statistic).
