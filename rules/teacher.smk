@@ -30,6 +30,9 @@ if TEACHER_MODEL:
             teacher_path=lambda w, input: input.model[0] if input.model else TEACHER_MODEL,
             teacher_id=TEACHER_ID,
         threads: res("teacher_data", "threads")
+        # Ahead of other ready jobs: every teacher lane (data -> train -> quantize -> evaluate)
+        # waits for it, so started last it is the run's tail.
+        priority: 1
         resources: **rule_resources("teacher_data")
         conda: CONDA_SERVE
         log: LOGS / "teacher_data.log"
