@@ -151,6 +151,32 @@ def test_a_timed_section_outside_gpu_slot_takes_nothing(monkeypatch):
     assert gpu_slot.held_fds() == []
 
 
+def test_a_timed_section_takes_the_hold_back_unless_it_raised(tmp_path, monkeypatch):
+    """In-process, as gpu_slot --timed leaves it: the job's shared hold on cpu.lock. After the
+    block the hold is back (another job cannot time); after an exception (a signal ending the
+    job) nothing is held and nothing waits."""
+    import fcntl
+
+    locks = gpu_slot.Locks(tmp_path)
+    hold = locks.try_lock(gpu_slot.CPU, shared=True)
+    monkeypatch.setenv(gpu_slot.LOCK_DIR_ENV, str(tmp_path))
+    monkeypatch.setenv(gpu_slot.HOLD_FD_ENV, str(hold))
+    other = gpu_slot.Locks(tmp_path)
+
+    with gpu_slot.timed_section():
+        assert other.try_lock(gpu_slot.GATE, shared=True) is None  # new jobs wait
+    assert other.try_lock(gpu_slot.CPU) is None  # held again, shared
+    with pytest.raises(KeyboardInterrupt):
+        with gpu_slot.timed_section():
+            raise KeyboardInterrupt
+    for name in (gpu_slot.GATE, gpu_slot.CPU):
+        fd = other.try_lock(name)
+        assert fd is not None, name
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+    os.close(hold)
+
+
 def test_a_hold_that_was_not_passed_on_is_a_clear_error(tmp_path, monkeypatch):
     """A process that did not get the job's descriptor would wait for its own job for ever."""
     (tmp_path / "cpu.lock").touch()

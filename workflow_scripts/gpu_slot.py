@@ -199,13 +199,15 @@ def timed_section(what="timed section"):
     # Let go first: two timed jobs each waiting for the other's hold would wait forever.
     fcntl.flock(hold_fd, fcntl.LOCK_UN)
     try:
-        locks.held[GATE] = wait_until(lambda: locks.try_lock(GATE), f"{what}: another timed section waits", poll_s)
+        locks.held[GATE] = wait_until(lambda: locks.try_lock(GATE), f"{what}: another timed section waits or runs",
+                                      poll_s)
         locks.held[CPU] = wait_until(lambda: locks.try_lock(CPU), f"{what}: other jobs run", poll_s)
         yield
     finally:
         locks.release()
-        wait_until(lambda: locks.through_gate(lambda: try_flock(hold_fd, shared=True) or None),
-                   f"after {what}: another timed section waits or runs", poll_s)
+    # Back to a running job's hold (not after an exception: the job is ending).
+    wait_until(lambda: locks.through_gate(lambda: try_flock(hold_fd, shared=True) or None),
+               f"after {what}: another timed section waits or runs", poll_s)
 
 
 def run_child(cmd: list[str], env: dict, keep_fds: list[int]) -> int:
