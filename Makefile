@@ -9,11 +9,10 @@ demo: envs
 	.venv/bin/snakemake --profile profiles/demo
 
 # Every tier (pytest.ini), cheapest first so that a failure shows early: Snakemake's linter on
-# both configs, the unit tier, then the others on two pytest-xdist workers (most tests use one
-# core: imports, one-thread stages); tests/conftest.py groups them so that the tests sharing the
-# built workflow directory, and each module's fixtures, stay on one worker.
+# both configs, the unit tier, then the others in one session (they share the tiny model and
+# the workflow directory that tests/conftest.py builds once).
 test: envs lint test-fast
-	.venv/bin/python -m pytest -m "not unit and not families" -n 2 --dist loadgroup tests
+	.venv/bin/python -m pytest -m "not unit and not families" tests
 
 # The families tier: the workflow on a tiny base of each other family (docs/families.md).
 test-families: envs

@@ -84,11 +84,6 @@ def pytest_collection_modifyitems(config, items):
         # Every test is in exactly one tier, or a tier-by-tier run (make test) would miss it.
         if {m.name for m in item.iter_markers() if m.name in TIERS} != {tier}:
             raise pytest.UsageError(f"{item.nodeid}: not in exactly one tier of {TIERS}")
-        # Under `pytest -n N --dist loadgroup` (make test) one worker runs each group: the tests
-        # of the shared built workflow directory together, every other module whole, so that
-        # session and module fixtures are built once, not once per worker.
-        fixtures = getattr(item, "fixturenames", ())
-        item.add_marker(pytest.mark.xdist_group("workflow_dir" if "workflow_dir" in fixtures else item.module.__name__))
 
 
 # --- running the workflow ------------------------------------------------------------------------
