@@ -91,6 +91,11 @@ def rule_resources(rule_name):
     return resources
 
 
+# Snakemake starts ready jobs in priority order. Jobs that other builds start from (pruning,
+# training, the teacher's data, sensitivity) go ahead of the leaves (quantizations most often,
+# evaluations, target checks): a long chain started late is the run's tail.
+CHAIN_PRIORITY = 1
+
 # Environment every python stage runs with.
 # Snakemake sets OMP_NUM_THREADS; PYTHONPATH lets `-m workflow_scripts` import from any --directory.
 STAGE_ENV = f"PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false PYTHONPATH={workflow.basedir}"

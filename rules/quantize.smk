@@ -40,6 +40,7 @@ rule sensitivity:
         recipe=sensitivity_json,
         cmd=CMD["sensitivity"],
     threads: res("sensitivity", "threads")
+    priority: CHAIN_PRIORITY
     resources: **rule_resources("sensitivity")
     conda: CONDA_COMPRESS
     log: LOGS / "sensitivity" / "{parent}.{recipe}.log"

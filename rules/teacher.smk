@@ -30,9 +30,7 @@ if TEACHER_MODEL:
             teacher_path=lambda w, input: input.model[0] if input.model else TEACHER_MODEL,
             teacher_id=TEACHER_ID,
         threads: res("teacher_data", "threads")
-        # Ahead of other ready jobs: every teacher lane (data -> train -> quantize -> evaluate)
-        # waits for it, so started last it is the run's tail.
-        priority: 1
+        priority: CHAIN_PRIORITY
         resources: **rule_resources("teacher_data")
         conda: CONDA_SERVE
         log: LOGS / "teacher_data.log"
@@ -55,6 +53,7 @@ rule mix_data:
         spec=lambda w: json.dumps({"data": PLAN.recipes[w.recipe]["data"], "seed": CFG["compute"]["seed"]}),
         files=lambda w, input: " ".join(f"--{s} {input[s]}" for s in input.keys()),
         cmd=CMD["mix_data"],
+    priority: CHAIN_PRIORITY
     conda: CONDA_COMPRESS
     log: LOGS / "mix_data" / "{recipe}.log"
     shell:

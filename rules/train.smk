@@ -13,6 +13,7 @@ rule sft:
         recipe=recipe_json,
         cmd=CMD["sft"],
     threads: res("sft", "threads")
+    priority: CHAIN_PRIORITY
     resources: **rule_resources("sft")
     conda: CONDA_COMPRESS
     log: LOGS / "sft" / "{parent}.{recipe}.log"
@@ -56,6 +57,7 @@ rule prune:
         recipe=recipe_json,
         cmd=CMD["prune"],
     threads: res("prune", "threads")
+    priority: CHAIN_PRIORITY
     resources: **rule_resources("prune")
     conda: CONDA_COMPRESS
     log: LOGS / "prune" / "{parent}.{recipe}.log"
@@ -79,6 +81,7 @@ rule kd:
         recipe=recipe_json,
         cmd=CMD["kd"],
     threads: res("kd", "threads")
+    priority: CHAIN_PRIORITY
     resources: **rule_resources("kd")
     conda: CONDA_COMPRESS
     log: LOGS / "kd" / "{parent}.{recipe}.log"
