@@ -109,8 +109,8 @@ def test_a_timed_section_waits_for_running_jobs_and_holds_back_new_ones(tmp_path
     log, locks = tmp_path / "log", tmp_path / "locks"
     base = WRAP + ["--devices", "0,1", "--lock-dir", str(locks)]
     env = env_for()
-    gpu = subprocess.Popen(base + ["--"] + recorder(log, "gpu", 1.5), env=env)
-    cpu = subprocess.Popen(base + ["--no-gpu", "--"] + recorder(log, "cpu", 1.5), env=env)
+    gpu = subprocess.Popen(base + ["--"] + recorder(log, "gpu", 2.5), env=env)
+    cpu = subprocess.Popen(base + ["--no-gpu", "--"] + recorder(log, "cpu", 2.5), env=env)
     wait_for(lambda: started(log, "gpu") and started(log, "cpu"))
     timed = subprocess.Popen(base + ["--timed", "--"] + timed_job(log, "timed", 0.2, 0.5),
                              env=env, stderr=subprocess.PIPE, text=True)
