@@ -60,11 +60,15 @@ def bench_dir(tmp_path_factory):
     return d
 
 
+def _serve_env(**extra):
+    """The environment an evaluation runs with (rules/common.smk STAGE_ENV, 2 threads), plus `extra`."""
+    return {**os.environ, "OMP_NUM_THREADS": "2", "PYTHONPATH": str(REPO), "TOKENIZERS_PARALLELISM": "false",
+            **extra}
+
+
 def _run(args, timeout=300):
     return subprocess.run([str(SERVE_PY), "-m", "workflow_scripts.evaluation.evaluate", *map(str, args)], cwd=REPO,
-                          capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, "OMP_NUM_THREADS": "2", "PYTHONPATH": str(REPO),
-                               "TOKENIZERS_PARALLELISM": "false"})
+                          capture_output=True, text=True, timeout=timeout, env=_serve_env())
 
 
 @needs_serve
@@ -264,7 +268,7 @@ def test_speed_only_times_again_paired_with_the_base(tiny_model_dir, bench_dir, 
          "--model", str(tiny_model_dir), "--lane", "base", "--speed-only", "--bench-dir", str(bench_dir),
          "--spec", json.dumps(PAIRED_SPEC), "--out", str(out), "--reference", str(tiny_model_dir)],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        env={**os.environ, "OMP_NUM_THREADS": "2", "PYTHONPATH": str(REPO), "TOKENIZERS_PARALLELISM": "false"})
+        env=_serve_env())
     seen = []
     try:
         for line in proc.stdout:
@@ -350,8 +354,7 @@ def test_engine_core_in_a_child_process_is_stopped(tiny_model_dir, bench_dir, tm
                            "--lane", "base", "--speed-only", "--bench-dir", str(bench_dir),
                            "--spec", json.dumps(_spec_multiprocess()), "--out", str(out)],
                           cwd=REPO, capture_output=True, text=True, timeout=400,
-                          env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO), mark: "1",
-                               "TOKENIZERS_PARALLELISM": "false", "VLLM_ENABLE_V1_MULTIPROCESSING": "1"})
+                          env=_serve_env(OMP_NUM_THREADS="1", VLLM_ENABLE_V1_MULTIPROCESSING="1", **{mark: "1"}))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "EngineCore" in proc.stdout + proc.stderr  # the engine core did run in a child process
     assert json.loads(out.read_text())["speed"]["server_sec_per_token"] > 0
@@ -371,8 +374,7 @@ def test_signal_to_evaluate_stops_worker_and_engine(tiny_model_dir, bench_dir, t
                              "--lane", "base", "--speed-only", "--bench-dir", str(bench_dir),
                              "--spec", json.dumps(spec), "--out", str(tmp_path / "m.json")],
                             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO), mark: "1",
-                                 "TOKENIZERS_PARALLELISM": "false", "VLLM_ENABLE_V1_MULTIPROCESSING": "1"})
+                            env=_serve_env(OMP_NUM_THREADS="1", VLLM_ENABLE_V1_MULTIPROCESSING="1", **{mark: "1"}))
     try:
         for line in proc.stdout:
             if "timed pass 2/" in line:

@@ -187,7 +187,7 @@ def check_hold(fd: int, lock_file: Path) -> None:
 
 
 @contextmanager
-def timed_section(what="timed section"):
+def timed_section():
     """The machine to this job alone for the block (a --timed job's command; see the module's
     docstring). Outside gpu_slot's locks (SLURM, a direct run) it takes nothing."""
     lock_dir, hold = os.environ.get(LOCK_DIR_ENV), os.environ.get(HOLD_FD_ENV)
@@ -199,15 +199,15 @@ def timed_section(what="timed section"):
     # Let go first: two timed jobs each waiting for the other's hold would wait forever.
     fcntl.flock(hold_fd, fcntl.LOCK_UN)
     try:
-        locks.held[GATE] = wait_until(lambda: locks.try_lock(GATE), f"{what}: another timed section waits or runs",
+        locks.held[GATE] = wait_until(lambda: locks.try_lock(GATE), "timed section: another timed section waits or runs",
                                       poll_s)
-        locks.held[CPU] = wait_until(lambda: locks.try_lock(CPU), f"{what}: other jobs run", poll_s)
+        locks.held[CPU] = wait_until(lambda: locks.try_lock(CPU), "timed section: other jobs run", poll_s)
         yield
     finally:
         locks.release()
     # Back to a running job's hold (not after an exception: the job is ending).
     wait_until(lambda: locks.through_gate(lambda: try_flock(hold_fd, shared=True) or None),
-               f"after {what}: another timed section waits or runs", poll_s)
+               "after the timed section: another timed section waits or runs", poll_s)
 
 
 def run_child(cmd: list[str], env: dict, keep_fds: list[int]) -> int:
