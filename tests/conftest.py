@@ -34,6 +34,9 @@ SERVE_PY = REPO / ".venv-serve" / "bin" / "python"
 TARGET_PY = REPO / ".venv-target" / "bin" / "python"
 needs_serve = pytest.mark.skipif(not SERVE_PY.exists(), reason="needs the serve env (.venv-serve)")
 needs_target = pytest.mark.skipif(not TARGET_PY.exists(), reason="needs the target env (.venv-target)")
+# On CUDA hosts the target env is the serve env (scripts/setup_envs.sh links them: vLLM 0.14.1 with
+# the target's transformers and compressed-tensors); without CUDA it is an env of its own.
+TARGET_IS_SERVE = TARGET_PY.parent.parent.resolve() == SERVE_PY.parent.parent.resolve()
 
 
 def serve_device():
@@ -162,6 +165,22 @@ def run_main(module, *args):
         except SystemExit as e:
             code = e.code
     return subprocess.CompletedProcess([module, *args], code, out.getvalue(), err.getvalue())
+
+
+def processes_marked(mark):
+    """Pids of live processes whose environment holds `mark` (inherited by every descendant)."""
+    found = []
+    for proc in os.listdir("/proc"):
+        if not proc.isdigit() or int(proc) == os.getpid():
+            continue
+        try:
+            env = open(f"/proc/{proc}/environ", "rb").read()
+            state = open(f"/proc/{proc}/stat").read().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if mark.encode() in env and state != "Z":
+            found.append(int(proc))
+    return found
 
 
 # --- the tiny model and data ---------------------------------------------------------------------

@@ -7,7 +7,7 @@ import statistics
 import subprocess
 
 import pytest
-from conftest import SERVE_PY, needs_serve, serve_device
+from conftest import SERVE_PY, needs_serve, processes_marked, serve_device
 
 from workflow_scripts import REPO, common
 from workflow_scripts.common import StageError
@@ -305,22 +305,6 @@ def test_paired_without_reference_is_a_stage_error(tiny_model_dir, bench_dir, tm
 
 # --- engine lifecycle: no engine process outlives its evaluation (docs/running.md) ---------------
 
-def _processes_marked(mark):
-    """Pids of live processes whose environment holds `mark` (inherited by every descendant)."""
-    found = []
-    for proc in os.listdir("/proc"):
-        if not proc.isdigit() or int(proc) == os.getpid():
-            continue
-        try:
-            env = open(f"/proc/{proc}/environ", "rb").read()
-            state = open(f"/proc/{proc}/stat").read().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if mark.encode() in env and state != "Z":
-            found.append(int(proc))
-    return found
-
-
 # A leader that leaves a child running after it exits, as a worker whose engine core outlived it.
 ORPHAN_MAKER = ("import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)']); "
                 "print('spawned', flush=True); time.sleep(float(sys.argv[1]))")
@@ -337,7 +321,7 @@ def test_run_engine_process_leaves_no_process_behind(leader_s, timeout, code):
                              env={**os.environ, mark: "1"}, timeout=timeout)
     assert got == code  # an exit code, or None past the timeout
     assert b"spawned" in b"".join(output)
-    assert _processes_marked(mark) == []
+    assert processes_marked(mark) == []
 
 
 def _spec_multiprocess():
@@ -358,7 +342,7 @@ def test_engine_core_in_a_child_process_is_stopped(tiny_model_dir, bench_dir, tm
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "EngineCore" in proc.stdout + proc.stderr  # the engine core did run in a child process
     assert json.loads(out.read_text())["speed"]["server_sec_per_token"] > 0
-    assert _processes_marked(mark) == []
+    assert processes_marked(mark) == []
 
 
 @needs_serve
@@ -379,12 +363,12 @@ def test_signal_to_evaluate_stops_worker_and_engine(tiny_model_dir, bench_dir, t
         for line in proc.stdout:
             if "timed pass 2/" in line:
                 break
-        assert len(_processes_marked(mark)) >= 3  # evaluate, its worker, the engine core
+        assert len(processes_marked(mark)) >= 3  # evaluate, its worker, the engine core
         start = time.monotonic()
         proc.send_signal(signal.SIGTERM)
         proc.stdout.read()  # EOF: nothing holds evaluate's output any more
         assert proc.wait(120) != 0 and time.monotonic() - start < 120
     finally:
         proc.kill()
-    assert _processes_marked(mark) == []
+    assert processes_marked(mark) == []
     assert not (tmp_path / "m.json").exists()

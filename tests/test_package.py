@@ -10,7 +10,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from conftest import TARGET_PY, copy_with, needs_serve, needs_target
+from conftest import SERVE_PY, TARGET_IS_SERVE, TARGET_PY, copy_with, needs_serve, needs_target, processes_marked
 
 from workflow_scripts import REPO, common
 from workflow_scripts.planning.config import read_config
@@ -84,16 +84,16 @@ def test_ships_top_k_in_score_order_with_model_at_zip_root(tmp_path, models):
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".submissions")] == []
 
 
-# Run by the target env: load an unpacked submission as the server's transformers would, generate.
+# Run by the target env: load each unpacked submission as the server's transformers would, generate.
 LOAD_AND_GENERATE = """
 import sys, torch, transformers, compressed_tensors
 from transformers import AutoModelForCausalLM, AutoTokenizer
-d = sys.argv[1]
-tok = AutoTokenizer.from_pretrained(d, local_files_only=True)
-model = AutoModelForCausalLM.from_pretrained(d, local_files_only=True)
-ids = tok.apply_chat_template([{"role": "user", "content": "hi"}], add_generation_prompt=True, return_tensors="pt")
-new = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=3, do_sample=False)
-print(transformers.__version__, compressed_tensors.__version__, new.shape[1] - ids.shape[1])
+for d in sys.argv[1:]:
+    tok = AutoTokenizer.from_pretrained(d, local_files_only=True)
+    model = AutoModelForCausalLM.from_pretrained(d, local_files_only=True)
+    ids = tok.apply_chat_template([{"role": "user", "content": "hi"}], add_generation_prompt=True, return_tensors="pt")
+    new = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=3, do_sample=False)
+    print(transformers.__version__, compressed_tensors.__version__, new.shape[1] - ids.shape[1])
 """
 
 
@@ -105,10 +105,11 @@ def test_every_unpacked_zip_loads_and_generates_in_the_target_env(tmp_path, mode
     for k in (1, 2, 3):
         with zipfile.ZipFile(out / f"submit_top{k}.zip") as zf:
             zf.extractall(tmp_path / f"unzipped{k}")
-        r = subprocess.run([str(TARGET_PY), "-c", LOAD_AND_GENERATE, str(tmp_path / f"unzipped{k}" / "model")],
-                           capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
-        assert r.returncode == 0, r.stderr[-2000:]
-        assert r.stdout.split() == ["4.57.3", "0.13.0", "3"]
+    r = subprocess.run([str(TARGET_PY), "-c", LOAD_AND_GENERATE, *(str(tmp_path / f"unzipped{k}" / "model")
+                                                                    for k in (1, 2, 3))],
+                       capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.splitlines() == ["4.57.3 0.13.0 3"] * 3
 
 
 def broken_tokenizer(doc):
@@ -171,12 +172,39 @@ def test_crash_leaves_no_half_package(tmp_path, models, monkeypatch):
     def boom(*_):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(package, "gate_target", boom)
+    monkeypatch.setattr(package.TargetChecker, "check", boom)
     write_summary(tmp_path / "summary.csv", [("a", "0.6", "ok")])
     with pytest.raises(RuntimeError, match="disk full"):
         package.package(tmp_path / "summary.csv", models, spec(), tmp_path / "submissions", skip_serve_check=True)
     assert not (tmp_path / "submissions").exists()
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".submissions")] == []
+
+
+@needs_target
+def test_a_target_check_that_times_out_rejects_the_lane_and_leaves_no_process(tmp_path, models, monkeypatch):
+    """Each candidate's check outlives the timeout: its process is killed, the lane rejected, and
+    the next candidate gets a process of its own."""
+    mark = f"TARGET_CHECK_TEST_{os.getpid()}"
+    monkeypatch.setenv(mark, "1")
+    monkeypatch.setattr(package, "TARGET_CHECK_TIMEOUT_S", 0.3)  # less than the target's imports alone
+    out, manifest = run(tmp_path, models, [("a", "0.6", "ok"), ("b", "0.55", "ok")], top_k=1)
+    assert manifest["shipped"] == []
+    assert [(r["lane"], r["reason"]) for r in manifest["rejected"]] == \
+        [("a", "target check timed out after 0.3 s"), ("b", "target check timed out after 0.3 s")]
+    assert processes_marked(mark) == []
+
+
+@needs_target
+@needs_serve
+@pytest.mark.skipif(TARGET_IS_SERVE, reason="CUDA host: the serve env is the target env")
+def test_a_target_env_that_is_not_the_target_fails_the_package(tmp_path, models):
+    """No lane can pass in the wrong runtime: the package fails with the check's own reason."""
+    write_summary(tmp_path / "summary.csv", [("a", "0.6", "ok")])
+    wrong = {**spec(), "target": {**spec()["target"], "python": str(SERVE_PY)}}
+    with pytest.raises(common.StageError, match=r"target check failed \(exit 2\): error: target.transformers "
+                                                r"is 4.57.3, but this interpreter has transformers"):
+        package.package(tmp_path / "summary.csv", models, wrong, tmp_path / "submissions", skip_serve_check=True)
+    assert not (tmp_path / "submissions").exists()
 
 
 @needs_target

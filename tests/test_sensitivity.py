@@ -112,8 +112,9 @@ def test_explicit_layer_list_and_missing_sensitivity(tmp_path, tiny_model_dir, t
 def test_mixed_checkpoint_passes_the_target_check(mixed):
     from test_target_check import target_check
 
-    r, verdict = target_check(mixed)
+    r, verdicts = target_check(mixed)
     assert r.returncode == 0, r.stderr[-2000:]
+    (verdict,) = verdicts
     assert verdict["ok"], verdict
     assert set(verdict["checks"].values()) == {"ok"}
 

@@ -7,34 +7,22 @@ import subprocess
 import sys
 
 import pytest
-from conftest import REPO, SERVE_PY, TARGET_PY, copy_with, needs_serve, needs_target
+from conftest import REPO, SERVE_PY, TARGET_IS_SERVE, TARGET_PY, copy_with, needs_serve, needs_target
 
 from workflow_scripts.planning.config import read_config
 
-# On CUDA hosts the target env is the serve env (scripts/setup_envs.sh links them: vLLM 0.14.1 with
-# the target's transformers and compressed-tensors); without CUDA it is an env of its own.
-TARGET_IS_SERVE = (REPO / ".venv-target").resolve() == (REPO / ".venv-serve").resolve()
 TARGET = read_config(REPO / "config" / "demo.yaml")["target"]  # the schema's defaults
 
 pytestmark = needs_target
 
 
-def target_check(model_dir, python=TARGET_PY, target=TARGET):
-    r = subprocess.run([str(python), "-m", "workflow_scripts.shipping.target_check", "--model", str(model_dir),
+def target_check(*model_dirs, python=TARGET_PY, target=TARGET):
+    """One target check process on the folders: (the process, its verdicts in folder order)."""
+    r = subprocess.run([str(python), "-m", "workflow_scripts.shipping.target_check", "--model", *map(str, model_dirs),
                         "--target", json.dumps(target)], cwd=REPO, capture_output=True, text=True,
                        env={**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"})
-    return r, (json.loads(r.stdout.strip().splitlines()[-1]) if r.returncode == 0 else None)
-
-
-@pytest.mark.parametrize("name", ["base", "w4a16", "w8a8_gptq"])
-def test_good_models_load_and_generate_in_the_target(name, tiny_model_dir, quantized_lanes):
-    model = tiny_model_dir if name == "base" else quantized_lanes[name]
-    r, verdict = target_check(model)
-    assert r.returncode == 0, r.stderr[-2000:]
-    assert verdict["ok"] and verdict["reason"] is None, verdict
-    assert set(verdict["checks"].values()) == {"ok"}
-    assert verdict["generated"]
-    assert verdict["versions"] == {"transformers": "4.57.3", "compressed_tensors": "0.13.0"}
+    return r, ([json.loads(line) for line in r.stdout.splitlines() if line.startswith("{")]
+               if r.returncode == 0 else None)
 
 
 def transformers5_tokenizer(doc):
@@ -83,12 +71,33 @@ BROKEN = {
 }
 
 
-@pytest.mark.parametrize("case", list(BROKEN))
-def test_broken_folder_is_rejected_with_its_reason(case, tmp_path, tiny_model_dir, quantized_lanes):
-    parent, edits, check, needle = BROKEN[case]
-    model = copy_with(tiny_model_dir if parent == "base" else quantized_lanes[parent], tmp_path / case, **edits)
-    r, verdict = target_check(model)
+@pytest.fixture(scope="module")
+def verdicts(tmp_path_factory, tiny_model_dir, quantized_lanes):
+    """{case: verdict} for the good models and each BROKEN folder, from one target check process
+    (each folder is checked on its own; one process spares the target's imports)."""
+    root = tmp_path_factory.mktemp("target_check")
+    folders = {"base": tiny_model_dir, **quantized_lanes}
+    for case, (parent, edits, _, _) in BROKEN.items():
+        folders[case] = copy_with(folders[parent], root / case, **edits)
+    r, found = target_check(*folders.values())
     assert r.returncode == 0, r.stderr[-2000:]
+    assert [v["model"] for v in found] == [str(f) for f in folders.values()]
+    return dict(zip(folders, found))
+
+
+@pytest.mark.parametrize("name", ["base", "w4a16", "w8a8_gptq"])
+def test_good_models_load_and_generate_in_the_target(name, verdicts):
+    verdict = verdicts[name]
+    assert verdict["ok"] and verdict["reason"] is None, verdict
+    assert set(verdict["checks"].values()) == {"ok"}
+    assert verdict["generated"]
+    assert verdict["versions"] == {"transformers": "4.57.3", "compressed_tensors": "0.13.0"}
+
+
+@pytest.mark.parametrize("case", list(BROKEN))
+def test_broken_folder_is_rejected_with_its_reason(case, verdicts):
+    _, _, check, needle = BROKEN[case]
+    verdict = verdicts[case]
     assert not verdict["ok"]
     assert needle in verdict["checks"][check] and verdict["reason"] == verdict["checks"][check], verdict
     assert "\n" not in verdict["reason"]

