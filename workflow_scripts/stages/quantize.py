@@ -153,8 +153,6 @@ def quantize(model_dir, calib_path, recipe, out, sensitivity=None):
     recipe = with_defaults("quantize", recipe)
     model_dir = Path(model_dir)
     check_full_precision(model_dir, "quantization needs full-precision weights")
-    from llmcompressor import oneshot  # slow import: only once the input looks right
-
     set_seed(recipe.get("seed", SEED))
     _, dtype = device_and_dtype()
     # Loaded on CPU: llmcompressor's sequential pipeline moves one layer at a time to the GPU.
@@ -164,6 +162,7 @@ def quantize(model_dir, calib_path, recipe, out, sensitivity=None):
     kept, kept_why = kept_layers(recipe, sensitivity, len(linears))
     ignore = IGNORE + [name for i in kept for name in linears[i]]
     check_quantizable(model_dir, model, scheme, ignore)
+    from llmcompressor import oneshot  # slow import: only once the model is known to fit the recipe
 
     calibrated = recipe["scheme"] in NEEDS_CALIBRATION
     n, max_len = int(recipe["num_calibration_samples"]), int(recipe["max_seq_length"])
