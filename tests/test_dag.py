@@ -1,5 +1,6 @@
 """DAG behaviour through real Snakemake: every lane is listed, shared prefixes are one job,
-and editing one recipe makes exactly the jobs of its lanes stale."""
+and editing one recipe or setting makes exactly the jobs it changes stale (on the demo's whole
+DAG, its outputs touched rather than built; test_e2e reruns a real build and finds nothing to do)."""
 import copy
 import re
 
@@ -8,10 +9,6 @@ import yaml
 from conftest import DEMO_RESULTS, planned_outputs, snakemake
 
 from workflow_scripts import REPO
-
-LANES = ["w4a16", "w4a16_postsft", "w8a8_minmax"]
-TARGETS = [f"{DEMO_RESULTS}/models/base.gptq_w4a16", f"{DEMO_RESULTS}/models/base.gptq_w4a16.postsft",
-           f"{DEMO_RESULTS}/models/base.minmax_w8a8"]
 
 
 def test_dry_run_lists_every_lane(demo_plan):
@@ -26,33 +23,6 @@ def test_dry_run_lists_every_lane(demo_plan):
     prefixes = {".".join(["base", *chain[: i + 1]]) for chain in lanes.values() for i in range(len(chain))}
     model_jobs = [o for o in planned if o.startswith(f"{DEMO_RESULTS}/models/")]
     assert sorted(model_jobs) == sorted(f"{DEMO_RESULTS}/models/{p}" for p in prefixes | {"base"})
-
-
-@pytest.fixture(scope="module")
-def built(workflow_dir):
-    """A small lane set built for real in the shared working directory: its Snakemake arguments."""
-    cfg = workflow_dir.settings()
-    cfg["lanes"] = LANES
-    common = workflow_dir.configure("dag.yaml", cfg)
-    workflow_dir.snakemake(*common, *TARGETS)
-    return common
-
-
-def test_noop_rerun_plans_nothing(workflow_dir, built):
-    out = workflow_dir.snakemake(*built, "-n", *TARGETS)
-    assert planned_outputs(out) == [], out
-
-
-def test_editing_a_recipe_reruns_only_its_lanes(workflow_dir, built):
-    # The edit goes to a lanes file of its own: the built directory stays up to date for others.
-    lanes = yaml.safe_load((workflow_dir.path / "lanes.yaml").read_text())
-    lanes["recipes"]["gptq_w4a16"]["dampening_frac"] = 0.05
-    (workflow_dir.path / "dag_edited_lanes.yaml").write_text(yaml.safe_dump(lanes))
-    cfg = workflow_dir.settings()
-    cfg.update(lanes=LANES, lanes_file=str(workflow_dir.path / "dag_edited_lanes.yaml"))
-    out = workflow_dir.snakemake(*workflow_dir.configure("dag_edited.yaml", cfg), "-n", *TARGETS)
-    assert sorted(planned_outputs(out)) == [f"{DEMO_RESULTS}/models/base.gptq_w4a16",
-                                            f"{DEMO_RESULTS}/models/base.gptq_w4a16.postsft"], out
 
 
 def test_every_demo_job_yields_to_the_timed_sections(demo_plan):
@@ -115,3 +85,33 @@ def test_a_setting_replans_only_the_rules_it_changes(touched_workdir, edit, rule
         (work / "cfg.yaml").write_text(yaml.safe_dump(cfg))
     planned = set(re.findall(r"^rule (\w+):", out, re.M)) - {"all"}
     assert planned == rules, out[-3000:]
+
+
+@pytest.mark.e2e  # Snakemake runs on a touched copy of the whole demo DAG
+def test_editing_a_recipe_rebuilds_exactly_the_models_made_with_it(touched_workdir):
+    """gptq_w4a16's dampening_frac edited: every model whose chain quantizes with it, or keeps
+    layers by its sensitivity, is rebuilt with the models that follow it in its chain; no other."""
+    from workflow_scripts.planning.config import load_plan
+
+    work, common, cfg = touched_workdir
+    lanes = yaml.safe_load((REPO / cfg["lanes_file"]).read_text())
+    lanes["recipes"]["gptq_w4a16"]["dampening_frac"] = 0.05
+    (work / "edited_lanes.yaml").write_text(yaml.safe_dump(lanes))
+    edited = {**cfg, "lanes_file": str(work / "edited_lanes.yaml")}
+    plan = load_plan(edited, "cfg.yaml")
+    expected = set()
+    for chain in plan.lanes.values():
+        made_with = [i for i, r in enumerate(chain) if "gptq_w4a16" in (r, plan.sensitivity_recipe(r))]
+        if made_with:
+            expected |= {".".join(["base", *chain[: j + 1]]) for j in range(made_with[0], len(chain))}
+    # The demo quantizes with it after other steps, follows it with post-SFT, keeps layers by it.
+    assert {"base.gptq_w4a16", "base.gptq_w4a16.postsft", "base.prune28.kd.gptq_w4a16",
+            "base.gptq_w4a16_mixed"} <= expected
+    (work / "cfg.yaml").write_text(yaml.safe_dump(edited))
+    try:
+        out = snakemake(*common, "-n")
+    finally:
+        (work / "cfg.yaml").write_text(yaml.safe_dump(cfg))
+    planned = {o.removeprefix(f"{DEMO_RESULTS}/models/") for o in planned_outputs(out)
+               if o.startswith(f"{DEMO_RESULTS}/models/")}
+    assert planned == expected, out[-3000:]

@@ -127,8 +127,9 @@ def test_fixed_lane_set_completes_and_packages(work, first_run):
 def test_killed_run_resumes_without_reusing_a_half_written_model(work, first_run):
     """SIGKILL Snakemake and its job in the middle of an SFT run; the rerun redoes the job."""
     cfg = yaml.safe_load((work / "cfg.yaml").read_text())
-    # Not the demo's 40 (then the job would not rerun); about 12 s at 5 steps/s: still running when killed 2 s in
-    steps = 60
+    # Not the demo's 40 (then the job would not rerun); about 6 s at 5 steps/s: still running when
+    # killed half a second in
+    steps = 30
     cfg["recipe_overrides"]["sft"]["max_steps"] = steps
     (work / "cfg.yaml").write_text(yaml.safe_dump(cfg))
     target = f"{DEMO_RESULTS}/models/base.sft"
@@ -138,9 +139,9 @@ def test_killed_run_resumes_without_reusing_a_half_written_model(work, first_run
                             stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 240
     while time.time() < deadline and "val loss before" not in (log.read_text() if log.exists() else ""):
-        time.sleep(1)
+        time.sleep(0.2)
     assert "val loss before" in log.read_text()
-    time.sleep(2)
+    time.sleep(0.5)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     assert not (work / target / "config.json").exists()  # the old output is gone, nothing new yet
