@@ -110,6 +110,26 @@ def planned_outputs(dry_run_text):
     return outs
 
 
+def touch_workflow(work, cfg):
+    """`work` as if every job of config `cfg` had run, without running one: its outputs present
+    (empty) and their provenance recorded by `--touch --forceall` (each job's params too), so a
+    dry run after an edit plans exactly the jobs the edit makes stale. Returns the Snakemake
+    arguments that run `work` with work/cfg.yaml."""
+    (work / "cfg.yaml").write_text(yaml.safe_dump(cfg))
+    common = ["--snakefile", str(REPO / "Snakefile"), "--directory", str(work),
+              "--configfile", str(work / "cfg.yaml"), "--cores", "1"]
+    for out in planned_outputs(snakemake(*common, "-n")):
+        path = work / out
+        if out.startswith(f"{DEMO_RESULTS}/models/") or out == f"{DEMO_RESULTS}/submissions":
+            path.mkdir(parents=True, exist_ok=True)  # directory() outputs
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.touch()
+    snakemake(*common, "--touch", "--forceall")
+    assert planned_outputs(snakemake(*common, "-n")) == []
+    return common
+
+
 @pytest.fixture(scope="session")
 def demo_plan():
     """The dry run of the whole demo (profiles/demo, --forceall: whatever results/ holds)."""

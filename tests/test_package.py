@@ -212,15 +212,16 @@ def test_a_target_env_that_is_not_the_target_fails_the_package(tmp_path, models)
 @needs_serve
 def test_serve_check_generates_with_vllm(tmp_path, models, monkeypatch):
     """The full gate, vLLM included, one serve process for both candidates: vLLM cannot load the
-    first (its embedding has more rows than vocab_size says), the second ships. No check process
-    outlives the package."""
+    first (its embedding has more rows than vocab_size says), the second (int8 W8A8) ships. No
+    check process outlives the package."""
     mark = f"SERVE_CHECK_TEST_{os.getpid()}"
     monkeypatch.setenv(mark, "1")
     config = json.loads((models / "base.b" / "config.json").read_text())
     (models / "base.b" / "config.json").write_text(json.dumps({**config, "vocab_size": 7}))
-    out, manifest = run(tmp_path, models, [("b", "0.7", "ok"), ("a", "0.6", "ok")], skip_serve=False, top_k=1)
+    out, manifest = run(tmp_path, models, [("b", "0.7", "ok"), ("w8a8_gptq", "0.6", "ok")], skip_serve=False,
+                        top_k=1)
     assert manifest["serve_check"] is True
-    assert [e["lane"] for e in manifest["shipped"]] == ["a"]
+    assert [e["lane"] for e in manifest["shipped"]] == ["w8a8_gptq"]
     assert manifest["shipped"][0]["gate"] == {"size": "ok", "target": "ok", "serve": "ok"}
     (rejected,) = manifest["rejected"]
     assert rejected["lane"] == "b", rejected

@@ -5,7 +5,7 @@ import copy
 
 import pytest
 import yaml
-from conftest import DEMO_RESULTS, REPO, planned_outputs, snakemake
+from conftest import DEMO_RESULTS, REPO, planned_outputs, snakemake, touch_workflow
 from test_config import demo_config, lanes_doc, with_lanes
 
 from workflow_scripts.planning.config import ConfigError, load_plan
@@ -142,15 +142,20 @@ def test_a_sweep_is_planned_as_lanes(tmp_path):
     assert planned.count(f"{DEMO_RESULTS}/analysis/base.gptq_w4a16.sensitivity.json") == 1  # shared by all four
 
 
-def test_editing_a_grid_value_rebuilds_only_its_lane(workflow_dir):
-    common = workflow_dir.configure("sweep.yaml", with_grid(workflow_dir.settings(), [1, 2]))
-    workflow_dir.snakemake(*common, *models([1, 2]))
-    info = yaml.safe_load((workflow_dir.path / f"{DEMO_RESULTS}/models/base.gptq_w4a16_mixed__k2/quantize.json")
-                          .read_text())
-    assert len(info["kept_layers"]) == 2
-    assert planned_outputs(workflow_dir.snakemake(*common, "-n", *models([1, 2]))) == []
+@pytest.mark.e2e  # Snakemake runs on a touched working directory
+def test_editing_a_grid_value_rebuilds_only_its_lane(tmp_path):
+    cfg = with_grid(demo_config(), [1, 2])
+    cfg["lanes_file"] = str(REPO / "config" / "lanes.yaml")
+    common = touch_workflow(tmp_path, cfg)
+    # The grid's value reaches the stage: the quantize command of k2 keeps the 2 most sensitive layers.
+    plan = snakemake(*common, "-n", "--forceall", *models([2]))
+    (cmd,) = [line for line in plan.splitlines() if line.startswith("Shell command: ")
+              and "stages.quantize" in line and "base.gptq_w4a16_mixed__k2" in line]
+    assert '"most_sensitive": 2' in cmd, cmd
 
-    # One grid value edited: 2 -> 3.
-    common = workflow_dir.configure("sweep_edited.yaml", with_grid(workflow_dir.settings(), [1, 3]))
-    out = workflow_dir.snakemake(*common, "-n", *models([1, 3]))
-    assert planned_outputs(out) == [f"{DEMO_RESULTS}/models/base.gptq_w4a16_mixed__k3"], out
+    # One grid value edited: 2 -> 3. The other lane and the shared sensitivity stay built.
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(with_grid(copy.deepcopy(cfg), [1, 3])))
+    planned = planned_outputs(snakemake(*common, "-n"))
+    assert [o for o in planned if o.startswith(f"{DEMO_RESULTS}/models/")] == models([3]), planned
+    assert f"{DEMO_RESULTS}/analysis/base.gptq_w4a16.sensitivity.json" not in planned
+    assert f"{DEMO_RESULTS}/metrics/w4a16_mixed__k3.json" in planned
