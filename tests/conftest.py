@@ -137,10 +137,10 @@ def demo_plan():
 
 
 class WorkflowDir:
-    """A working directory that test_e2e and test_sweeps build in with real Snakemake,
-    so that what one built (data, the base, shared quantizations) is up to date for the next.
-    Each test writes its own config file here from `settings()`: the lanes and lanes file may
-    differ, nothing a shared job's params read may (or that job would rerun for the next test)."""
+    """A working directory that test_e2e builds in with real Snakemake (the other workflow tests
+    plan on touched outputs: touch_workflow). A test writes its config file here from
+    `settings()`: the lanes and lanes file may differ, nothing a built job's params read may (or
+    that job would rerun for the next test)."""
 
     def __init__(self, path):
         self.path = path

