@@ -91,10 +91,9 @@ def rule_resources(rule_name):
     return resources
 
 
-# Snakemake starts ready jobs in priority order. Jobs that other jobs start from (pruning,
-# training, the teacher's data, sensitivity, the base's evaluation, which every lane's waits for)
-# go ahead of the leaves (quantizations most often, the lanes' evaluations, target checks): a
-# long chain started late is the run's tail.
+# Snakemake starts ready jobs in priority order. Jobs that other builds start from (pruning,
+# training, the teacher's data, sensitivity) go ahead of the leaves (quantizations most often,
+# evaluations, target checks): a long chain started late is the run's tail.
 CHAIN_PRIORITY = 1
 
 # Environment every python stage runs with.

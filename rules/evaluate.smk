@@ -19,7 +19,6 @@ rule evaluate:
         cmd=CMD["evaluate"],
         data=DATA,
     threads: res("evaluate", "threads")
-    priority: lambda w: CHAIN_PRIORITY if w.lane == "base" else 0
     # sbatch --exclusive: on SLURM the speed is timed on a node of its own (docs/running.md)
     resources: **rule_resources("evaluate"), slurm_extra="--exclusive"
     conda: CONDA_SERVE
