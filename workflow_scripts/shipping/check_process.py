@@ -29,11 +29,10 @@ class CheckProcess:
         self.cmd, self.env, self.what = cmd, env, what
         self.start_timeout, self.check_timeout = start_timeout, check_timeout
         self.proc = self.lines = self.stderr = None
-        self.ready = None  # the program's first line
 
     def start(self):
-        """Start the program; its first line (also self.ready). A StageError, with the root cause
-        of what it printed, when it exits before it is ready (e.g. not the target's runtime)."""
+        """Start the program; its first line. A StageError, with the root cause of what it
+        printed, when it exits before it is ready (e.g. not the target's runtime)."""
         self.stderr = tempfile.TemporaryFile()
         # The job's gpu_slot hold goes with it, as with every process that starts engines.
         self.proc = subprocess.Popen(self.cmd, cwd=REPO, env=self.env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -41,10 +40,10 @@ class CheckProcess:
                                      pass_fds=gpu_slot.held_fds())
         self.lines = queue.Queue()  # its stdout, line by line; None at its end
         threading.Thread(target=self._read, args=(self.proc.stdout, self.lines), daemon=True).start()
-        self.ready = self._next_json(self.start_timeout)
-        if self.ready is None:
+        ready = self._next_json(self.start_timeout)
+        if ready is None:
             raise StageError(f"{self.what} did not start in {self.start_timeout} s")
-        return self.ready
+        return ready
 
     @staticmethod
     def _read(stdout, lines):

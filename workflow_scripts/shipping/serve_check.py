@@ -12,7 +12,8 @@ First prints {"vllm": "<distribution> <version>"}, then for each folder one line
 {"model", "ok", "reason", "tokens", "generated"}: an engine started on it (eager: a check, not a
 benchmark) generated `tokens` > 0 tokens from a chat prompt, and was stopped. A folder it cannot
 serve is a verdict too: `reason` is the exception in one line, its traceback goes to stderr (with
-an engine core in a child process, the root cause is in that process's log there). vLLM logs to stdout: everything but the verdicts is moved to stderr.
+an engine core in a child process, the root cause is in that process's log there). vLLM logs to
+stdout: everything but the verdicts is moved to stderr.
 """
 from __future__ import annotations
 
