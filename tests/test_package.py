@@ -1,6 +1,6 @@
 """Packaging the top-k lanes (workflow_scripts/shipping/package.py): zip layout, the gate in the target's
 runtime (.venv-target), fallback to the next lane, no half package. Only
-test_serve_check_generates_with_vllm starts vLLM (~60 s); the others pass --skip-serve-check."""
+test_serve_check_generates_with_vllm starts vLLM (~20 s); the others pass --skip-serve-check."""
 import csv
 import json
 import os

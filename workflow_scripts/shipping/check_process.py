@@ -76,14 +76,17 @@ class CheckProcess:
         return [l.strip() for l in self.stderr.read().decode(errors="replace").splitlines() if l.strip()]
 
     def check(self, model_dir):
-        """(its answer for the folder, or None when it timed out; what it wrote to stderr meanwhile)."""
+        """(its answer for the folder, what it wrote to stderr meanwhile); when it timed out, (None,
+        [why])."""
         if self.proc is None:
             self.start()
         start = self.stderr.seek(0, 2)
         self.proc.stdin.write(f"{model_dir}\n")
         self.proc.stdin.flush()
         answer = self._next_json(self.check_timeout)
-        return answer, [] if answer is None else self.output(start)
+        if answer is None:
+            return None, [f"{self.what} timed out after {self.check_timeout} s"]
+        return answer, self.output(start)
 
     def close(self):
         """Stop the program and whatever it started (between folders it only waits for the next)."""

@@ -176,16 +176,16 @@ class Gate:
 
     def check_target(self, model_dir):
         """(None or the target's reason to reject the folder, the target check's verdict)."""
-        verdict, _ = self.target.check(model_dir)
+        verdict, output = self.target.check(model_dir)
         if verdict is None:
-            return f"target check timed out after {TARGET_CHECK_TIMEOUT_S} s", None
+            return output[0], None  # it timed out
         return verdict["reason"], verdict
 
     def check_serve(self, model_dir):
         """None when the serve env's vLLM generates from the folder, else why not."""
         verdict, output = self.serve.check(model_dir)
         if verdict is None:
-            return f"vLLM serve check timed out after {SERVE_CHECK_TIMEOUT_S} s"
+            return output[0]  # it timed out
         if verdict["ok"]:
             print(f"  serve: {verdict['tokens']} tokens generated: {verdict['generated']!r}")
             return None

@@ -26,9 +26,7 @@ from pathlib import Path
 
 from workflow_scripts.common import check_model_dir, parse_recipe, run_cli, stdin_lines
 from workflow_scripts.evaluation import engine
-
-PROMPT = "Hello! Please introduce yourself in one sentence."
-NEW_TOKENS = 8
+from workflow_scripts.shipping.target_check import NEW_TOKENS, PROMPT  # the same prompt in both runtimes
 
 
 def generate(model_dir, serve) -> dict:
